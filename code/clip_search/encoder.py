@@ -1,0 +1,112 @@
+"""ClipEncoder: product images and free text -> L2-normalised float32 vectors in one space.
+
+Preprocessing (PIL -> pixels, text -> token ids) happens here, the forward passes in a runtime
+(`clip_search.runtimes`), so every runtime sees exactly the same inputs.
+"""
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clip_search.artifact import extract_artifact, verify_artifact
+from clip_search.model_config import build_preprocess, build_tokenizer, read_config
+from clip_search.runtimes import load_runtime
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "CLIP_SEARCH_THREADS"
+TEST_MODEL_WARNING = (
+    "WARNING: this is the clip-search TEST MODEL (tiny, random weights). Its embeddings are "
+    "meaningless: use it for tests and smoke runs only."
+)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | None = None) -> int:
+    threads = threads or int(os.environ.get(THREADS_ENV, 0)) or available_cores()
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+class ClipEncoder:
+    def __init__(self, model_dir: Path, manifest: dict, runtime=None, threads: int | None = None):
+        self.model_dir = Path(model_dir)
+        self.manifest = manifest
+        self.threads = configure_threads(threads)
+        self.runtime = runtime or load_runtime(self.model_dir, manifest, threads=self.threads)
+        config = read_config(self.model_dir)
+        self.preprocess = build_preprocess(config.get("preprocess_cfg", {}))
+        self.tokenizer = build_tokenizer(self.model_dir)
+        self.image_size = _image_size(config["model_cfg"])
+        if self.is_test_model:
+            logger.warning(TEST_MODEL_WARNING)
+
+    @classmethod
+    def from_artifact(cls, path, runtime: str | None = None, threads: int | None = None) -> "ClipEncoder":
+        """Load a packaged `model.tar.gz` or an extracted artifact directory, checksums verified."""
+        model_dir = extract_artifact(Path(path))
+        manifest = verify_artifact(model_dir)
+        threads = configure_threads(threads)
+        return cls(model_dir, manifest, load_runtime(model_dir, manifest, runtime, threads), threads)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    @property
+    def is_test_model(self) -> bool:
+        return bool(self.manifest.get("test_model"))
+
+    # --- text ---------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """Token ids, truncated to the model's context (77 for CLIP) by the tokenizer."""
+        tokens = self.tokenizer(list(texts)).numpy().astype(np.int64)
+        if self.runtime.trims_text and len(tokens):
+            # Pad only to the longest text in the batch: the end-of-text id is the largest id,
+            # so its position is the argmax of each row.
+            longest = int(tokens.argmax(axis=1).max()) + 1
+            tokens = np.ascontiguousarray(tokens[:, :longest])
+        return tokens
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(self.runtime.text_features(self.tokenize(texts)))
+
+    # --- images -------------------------------------------------------------------------------
+    def preprocess_images(self, images: list[Image.Image]) -> np.ndarray:
+        return np.stack([self.preprocess(image).numpy() for image in images]).astype(np.float32)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return l2_normalise(self.runtime.image_features(pixels))
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_pixels(self.preprocess_images(images))
+
+
+def _image_size(model_cfg: dict) -> int:
+    size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    return max(size) if isinstance(size, (list, tuple)) else int(size)

@@ -1,0 +1,60 @@
+"""Inference runtimes: what turns preprocessed pixels and token ids into (unnormalised) features.
+
+Every runtime implements the same two calls, so the encoder, the handler and the server do not know
+which one runs. `torch` (the reference, fp32 eager) is always available; others are registered here
+by name and chosen per artifact (manifest "runtime"), or by the CLIP_SEARCH_RUNTIME variable. When a
+chosen runtime cannot load (package missing, file missing, CPU lacks an instruction set), we fall
+back to torch with a warning rather than fail to serve.
+"""
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+RUNTIME_ENV = "CLIP_SEARCH_RUNTIME"
+DEFAULT_RUNTIME = "torch"
+
+# name -> "module:class". Each class has `load(model_dir, manifest, threads) -> Runtime`.
+RUNTIMES = {
+    "torch": "clip_search.runtimes.torch_runtime:TorchRuntime",
+}
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime(Protocol):
+    name: str
+    # True when text tokens may be cut to the longest real text in the batch (exact for causal
+    # text towers pooled at the end-of-text token); False means always pass the full context.
+    trims_text: bool
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 3, H, W) float32 preprocessed pixels -> (n, dim) float32 features."""
+
+    def text_features(self, tokens: np.ndarray) -> np.ndarray:
+        """(n, L) int64 token ids -> (n, dim) float32 features."""
+
+
+def resolve_name(requested: str | None, manifest: dict) -> str:
+    return requested or os.environ.get(RUNTIME_ENV) or manifest.get("runtime") or DEFAULT_RUNTIME
+
+
+def load_runtime(model_dir: Path, manifest: dict, requested: str | None = None, threads: int = 1):
+    name = resolve_name(requested, manifest)
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}")
+    try:
+        return _runtime_class(name).load(Path(model_dir), manifest, threads)
+    except Exception as error:  # noqa: BLE001 - any failure of an optional runtime falls back
+        if name == DEFAULT_RUNTIME:
+            raise
+        logger.warning("runtime %r could not load (%s); falling back to %r", name, error, DEFAULT_RUNTIME)
+        return _runtime_class(DEFAULT_RUNTIME).load(Path(model_dir), manifest, threads)
+
+
+def _runtime_class(name: str):
+    module_name, class_name = RUNTIMES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

