@@ -3,7 +3,7 @@
 Layout (top level of the tar):
     open_clip_config.json        {"model_cfg": ..., "preprocess_cfg": ...} (open_clip's hub layout)
     open_clip_model.safetensors  the weights; safetensors only, never pickle
-    manifest.json                arch, pretrained tag, embedding dim, sha256 of every model file,
+    clip-search-manifest.json    arch, pretrained tag, embedding dim, sha256 of every model file,
                                  package version, whether this is the random-weights test model
     code/                        inference.py + the clip_search package + requirements.txt, so a
                                  stock SageMaker PyTorch image serves it (SAGEMAKER_PROGRAM=inference.py)

@@ -10,7 +10,9 @@ from clip_search._torchvision_compat import ensure_torchvision_importable
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-MANIFEST_FILE = "manifest.json"
+# Not "manifest.json": multi-model-server reads a file of that name as a legacy MXNet model
+# archive manifest and refuses to load the model directory.
+MANIFEST_FILE = "clip-search-manifest.json"
 BUILTIN_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 

@@ -1,0 +1,162 @@
+"""input_fn's half: request body + Content-Type -> an EncodeRequest of text and image records.
+
+Images stay as bytes here; they are decoded in the batch step (batch.py), where a bad image in a
+JSON Lines batch becomes that record's error instead of failing the whole batch.
+"""
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clip_search import content_types as ct
+from clip_search.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_ITEMS_ENV = "CLIP_SEARCH_MAX_BATCH_ITEMS"
+DEFAULT_MAX_ITEMS = 1024
+
+
+@dataclass
+class Record:
+    id: Any = None
+    text: str | None = None
+    image: bytes | None = None
+    error: str | None = None  # set when this record (a JSON Lines line) could not be decoded
+
+
+@dataclass
+class EncodeRequest:
+    records: list[Record] = field(default_factory=list)
+    # JSON Lines answers each record on its own line, errors included; other formats fail whole.
+    per_record_errors: bool = False
+
+
+def max_items() -> int:
+    return int(os.environ.get(MAX_ITEMS_ENV, DEFAULT_MAX_ITEMS))
+
+
+def decode_request(body, content_type: str | None) -> EncodeRequest:
+    kind = ct.media_type(content_type)
+    if isinstance(body, str):  # a stock toolkit Transformer decodes JSON bodies to str
+        body = body.encode("utf-8")
+    body = bytes(body or b"")
+    if kind == ct.JSON:
+        request = EncodeRequest(_json_records(_parse_json(body, "request body")))
+    elif kind == ct.TEXT:
+        request = EncodeRequest([Record(text=_text(_utf8(body), "text/plain body"))])
+    elif kind in ct.IMAGE_TYPES:
+        if not body:
+            raise BadRequest(f"empty request body: {kind} needs the image bytes")
+        request = EncodeRequest([Record(image=body)])
+    elif kind == ct.JSONLINES:
+        request = EncodeRequest(_jsonlines_records(body), per_record_errors=True)
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}; supported: {', '.join(ct.REQUEST_TYPES)}"
+        )
+    if not request.records:
+        raise BadRequest("empty input: the request holds no text or image to encode")
+    if len(request.records) > max_items():
+        raise PayloadTooLarge(
+            f"{len(request.records)} items in one request, over the limit of {max_items()} "
+            f"({MAX_ITEMS_ENV}); split the batch"
+        )
+    return request
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"request body is not valid UTF-8: {error}") from error
+
+
+def _parse_json(data: bytes, what: str):
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"{what} is not valid JSON (UTF-8): {error}") from error
+
+
+def _text(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise BadRequest(f"{where} is empty")
+    return value
+
+
+def _image(value, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a base64 string, got {type(value).__name__}")
+    if value.startswith("data:") and "," in value:  # tolerate data URIs from browsers
+        value = value.split(",", 1)[1]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest(f"{where} is not valid base64: {error}") from error
+    if not data:
+        raise BadRequest(f"{where} is empty")
+    return data
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise BadRequest(f"{where} must be a list, got {type(value).__name__}")
+    if not value:
+        raise BadRequest(f"empty input: {where} is an empty list")
+    return value
+
+
+# One key per request; "inputs" is the reference sample's spelling of a list of texts.
+_JSON_KEYS = ("text", "texts", "image", "images", "inputs")
+
+
+def _json_records(payload) -> list[Record]:
+    if not isinstance(payload, dict):
+        raise BadRequest(f"JSON body must be an object with one of {', '.join(_JSON_KEYS)}")
+    present = [key for key in _JSON_KEYS if key in payload]
+    if len(present) != 1:
+        found = ", ".join(present) or "none"
+        raise BadRequest(f"JSON body must have exactly one of {', '.join(_JSON_KEYS)} (found: {found})")
+    key = present[0]
+    value = payload[key]
+    if key == "text":
+        return [Record(text=_text(value, "text"))]
+    if key == "image":
+        return [Record(image=_image(value, "image"))]
+    items = _list(value, key)
+    if key == "images":
+        return [Record(image=_image(item, f"images[{i}]")) for i, item in enumerate(items)]
+    return [Record(text=_text(item, f"{key}[{i}]")) for i, item in enumerate(items)]
+
+
+def _jsonlines_records(body: bytes) -> list[Record]:
+    records = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (a trailing newline) are not records
+        records.append(_jsonlines_record(line, number))
+    return records
+
+
+def _jsonlines_record(line: bytes, number: int) -> Record:
+    where = f"line {number}"
+    try:
+        payload = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return Record(error=f"{where}: not valid JSON (UTF-8): {error}")
+    if not isinstance(payload, dict):
+        return Record(error=f"{where}: must be a JSON object with 'text' or 'image'")
+    record_id = payload.get("id")
+    has_text, has_image = "text" in payload, "image" in payload
+    if has_text == has_image:
+        return Record(id=record_id, error=f"{where}: needs exactly one of 'text' or 'image'")
+    try:
+        if has_text:
+            return Record(id=record_id, text=_text(payload["text"], f"{where}: text"))
+        return Record(id=record_id, image=_image(payload["image"], f"{where}: image"))
+    except BadRequest as error:
+        return Record(id=record_id, error=error.message)

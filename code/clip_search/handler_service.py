@@ -1,0 +1,89 @@
+"""The multi-model-server handler service: our handler functions behind MMS, with JSON errors.
+
+Differences from the toolkit's stock Transformer, each on purpose:
+- Bodies reach input_fn as bytes: the stock one decodes JSON bodies as UTF-8 before any handler
+  runs, so invalid UTF-8 became a 500 with a traceback; here it is a 400 that says so.
+- Errors are `{"error": ..., "status": N}` bodies with no traceback (tracebacks go to the log).
+- A model that fails to load does not kill the worker in a restart loop that still answers /ping:
+  the failure is logged once, loudly, and every request answers 500 saying why the model is down.
+
+MMS calls the module-level `handle(data, context)`; the first call (data None) initialises.
+"""
+import logging
+import traceback
+from http import HTTPStatus
+
+import orjson
+
+from clip_search import content_types as ct
+from clip_search import handler
+from clip_search.errors import RequestError
+
+logger = logging.getLogger(__name__)
+
+
+class HandlerService:
+    def __init__(self):
+        self.model = None
+        self.load_error: str | None = None
+
+    def initialize(self, context) -> None:
+        model_dir = context.system_properties.get("model_dir")
+        try:
+            self.model = handler.model_fn(model_dir)
+        except Exception as error:  # noqa: BLE001 - any load failure must be reported per request
+            self.load_error = f"model failed to load from {model_dir}: {error}"
+            logger.error("MODEL LOAD FAILED: %s\n%s", self.load_error, traceback.format_exc())
+
+    def handle(self, data, context) -> list:
+        return [self._handle_one(index, request, context) for index, request in enumerate(data)]
+
+    def _handle_one(self, index: int, request: dict, context):
+        try:
+            if self.load_error:
+                raise _ServerError(self.load_error)
+            headers = _lower_keys(context.get_all_request_header(index))
+            body = request.get("body")
+            if body is None:
+                body = request.get("data") or b""
+            decoded = handler.input_fn(body, headers.get("content-type"))
+            prediction = handler.predict_fn(decoded, self.model)
+            payload, media = handler.output_fn(prediction, headers.get("accept"))
+            context.set_response_content_type(index, media)
+            return payload
+        except RequestError as error:
+            return _error(context, index, error.status_code, error.message)
+        except _ServerError as error:
+            return _error(context, index, HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
+        except Exception as error:  # noqa: BLE001 - never a traceback on the wire
+            logger.exception("inference failed")
+            message = f"internal error: {type(error).__name__}: {error}"
+            return _error(context, index, HTTPStatus.INTERNAL_SERVER_ERROR, message)
+
+
+class _ServerError(Exception):
+    pass
+
+
+def _lower_keys(headers) -> dict:
+    return {str(key).lower(): value for key, value in (headers or {}).items()}
+
+
+def _error(context, index: int, status: int, message: str) -> bytes:
+    status = int(status)
+    context.set_response_status(code=status, phrase=HTTPStatus(status).phrase, idx=index)
+    context.set_response_content_type(index, ct.JSON)
+    return orjson.dumps({"error": message, "status": status})
+
+
+_service: HandlerService | None = None
+
+
+def handle(data, context):
+    global _service
+    if _service is None:
+        _service = HandlerService()
+        _service.initialize(context)
+    if data is None:
+        return None
+    return _service.handle(data, context)

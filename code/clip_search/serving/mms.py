@@ -1,0 +1,80 @@
+"""multi-model-server configuration and command line, from SageMaker's environment variables.
+
+The toolkit's own generator reads SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT / _VMARGS,
+SAGEMAKER_MAX_PAYLOAD_IN_MB and SAGEMAKER_BIND_TO_PORT; we start from its output and add what it
+leaves out: a response-size limit that matches large batch answers (MMS kills the worker on an
+answer over 6.5 MB otherwise), one worker using all cores by default (two workers on two cores
+halve each other's speed and double memory), and a JVM heap sized for a 6 GB serverless endpoint.
+"""
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+with warnings.catch_warnings():  # the toolkit imports pkg_resources, deprecated but working
+    warnings.simplefilter("ignore", UserWarning)
+    from sagemaker_inference import environment, model_server
+
+from clip_search.encoder import THREADS_ENV, available_cores
+
+HANDLER = "clip_search.handler_service"
+MODEL_NAME = "model"
+# The Java front end only buffers requests and answers: 1 GB of heap is plenty, leaving the rest of
+# a 6 GB serverless container to the Python worker. Exit on OOM so SageMaker replaces the container.
+DEFAULT_VMARGS = "-Xms128m -Xmx1g -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -XX:-UseContainerSupport"
+DEFAULT_PAYLOAD_MB = 6
+# Answers can outgrow requests (1024 texts of ~60 bytes -> 1024 x 512 floats): never below 32 MiB.
+MIN_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+def workers() -> int:
+    return int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1)
+
+
+def properties(inference_address: str, management_address: str) -> str:
+    env = environment.Environment()
+    text = model_server._generate_mms_config_properties(env, HANDLER)  # the toolkit's generator
+    request_bytes = int(float(os.environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB") or DEFAULT_PAYLOAD_MB) * 1024 * 1024)
+    overrides = {
+        "inference_address": inference_address,
+        "management_address": management_address,
+        "default_workers_per_model": workers(),
+        "max_request_size": request_bytes,
+        "max_response_size": max(request_bytes, MIN_RESPONSE_BYTES),
+        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS") or DEFAULT_VMARGS,
+    }
+    # java.util.Properties keeps the last value of a repeated key.
+    return text + "".join(f"{key}={value}\n" for key, value in overrides.items())
+
+
+def worker_environment(workdir: Path) -> dict:
+    """Environment for MMS and its workers: temp files and logs in `workdir`, threads per worker."""
+    env = dict(os.environ)
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        env[name] = str(workdir)
+    env["LOG_LOCATION"] = str(workdir / "logs")
+    env["METRICS_LOCATION"] = str(workdir / "logs")
+    env.setdefault(THREADS_ENV, str(max(1, available_cores() // workers())))
+    return env
+
+
+def command(config_file: Path, model_dir: Path) -> list[str]:
+    # The console script sits beside this interpreter in a venv that was never activated.
+    beside = Path(sys.executable).parent / "multi-model-server"
+    executable = str(beside) if beside.exists() else shutil.which("multi-model-server")
+    if executable is None:
+        raise RuntimeError("multi-model-server is not installed (pip install multi-model-server)")
+    return [
+        executable, "--start", "--foreground",
+        "--mms-config", str(config_file),
+        "--log-config", model_server.DEFAULT_MMS_LOG_FILE,
+        "--model-store", model_server.MODEL_STORE,  # "/": the model is named by its absolute path
+        "--models", f"{MODEL_NAME}={Path(model_dir).resolve()}",
+    ]
+
+
+def write_config(workdir: Path, inference_address: str, management_address: str) -> Path:
+    path = workdir / "mms.properties"
+    path.write_text(properties(inference_address, management_address))
+    return path

@@ -1,0 +1,144 @@
+"""Run the serving stack natively: MMS + our handler on 127.0.0.1, no root, no container.
+
+Used by `clip-search serve`, the tests and the demo. Everything it writes (extracted model, MMS
+config, pid file, logs) goes to one temp dir that is removed on stop; MMS runs in its own process
+group so that stopping it also stops the Java front end and the Python workers.
+"""
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from clip_search.artifact import extract_artifact, verify_artifact
+from clip_search.serving import mms
+
+READY_TIMEOUT_ENV = "CLIP_SEARCH_READY_TIMEOUT"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port below 32768: MMS parses port numbers as a Java short, so the kernel's
+    ephemeral ports (32768-60999) are refused with "Invalid port number"."""
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise ServerError("no free port found in 20000-32767")
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class ModelServer:
+    """`with ModelServer("model.tar.gz") as server: requests.post(server.url + "/invocations", ...)`."""
+
+    def __init__(self, model_path, port: int | None = None, host: str = "127.0.0.1",
+                 env: dict | None = None, log_file=None, ready_timeout: float | None = None):
+        self.model_path = Path(model_path)
+        self.host = host
+        self.port = port or free_port(host)
+        self.extra_env = env or {}
+        self.log_file = log_file
+        self.ready_timeout = ready_timeout or float(os.environ.get(READY_TIMEOUT_ENV, 180))
+        self.process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, wait: bool = True) -> "ModelServer":
+        self.workdir = Path(tempfile.mkdtemp(prefix="clip-search-serve-"))
+        model_dir = self.model_path
+        if not model_dir.is_dir():
+            model_dir = self.workdir / "model"
+            shutil.move(str(extract_artifact(self.model_path)), model_dir)
+        verify_artifact(model_dir)  # fail here, with the file named, not inside a worker
+        (self.workdir / "logs").mkdir()
+        config = mms.write_config(
+            self.workdir, f"http://{self.host}:{self.port}", f"http://{self.host}:{free_port(self.host)}"
+        )
+        env = mms.worker_environment(self.workdir)
+        env.update(self.extra_env)
+        output = self.log_file if self.log_file is not None else open(self.workdir / "logs" / "server.log", "wb")
+        self.process = subprocess.Popen(
+            mms.command(config, model_dir), env=env, cwd=self.workdir,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def wait_ready(self) -> None:
+        """Ready = a real embedding from /invocations (MMS answers /ping before the model loads)."""
+        deadline = time.monotonic() + self.ready_timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"model server exited with code {self.process.returncode}; {self.log_tail()}")
+            try:
+                response = requests.post(
+                    self.url + "/invocations", data=b"ready?", timeout=30,
+                    headers={"Content-Type": "text/plain", "Accept": "application/json"},
+                )
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}: {response.text[:500]}"
+                if response.status_code == 500 and "model failed to load" in response.text:
+                    raise ServerError(last)
+            except requests.ConnectionError as error:
+                last = str(error)
+            time.sleep(0.1)
+        raise ServerError(f"model server not ready after {self.ready_timeout:.0f} s ({last}); {self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.workdir / "logs" / "server.log" if self.workdir else None
+        if path is None or not path.exists():
+            return "no log"
+        return "last log lines:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is not None and self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process is not None:
+            # The Java front end is re-parented and a worker can outlive SIGTERM: end the group.
+            _signal_group(self.process.pid, signal.SIGKILL)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self):
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
