@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build the clip-search serving image.
+#
+# Usage: container/build.sh [--offline|--online] [--tag TAG] [--base-image IMAGE]
+#   --offline (default)  build the wheelhouse on the host (build_wheelhouse.sh) and install only
+#                        from it inside the build: no PyPI, no CA set-up, works air-gapped.
+#   --online             install from PyPI inside the build, CPU torch from --torch-index-url
+#                        (default https://download.pytorch.org/whl/cpu); the project wheel still
+#                        comes from the host.
+#   --tag TAG            image tag (default clip-search:latest)
+#   --base-image IMAGE   Debian bookworm base (default debian:bookworm-slim; on a machine with no
+#                        registry, run container/make_base_image.sh and pass local/debian:bookworm)
+# Env: DOCKER (default /usr/bin/docker), PYTHON (host python for the wheelhouse, default python3).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+DOCKER="${DOCKER:-/usr/bin/docker}"
+PYTHON="${PYTHON:-python3}"
+MODE=offline
+TAG=clip-search:latest
+BASE_IMAGE=debian:bookworm-slim
+TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --offline) MODE=offline ;;
+        --online) MODE=online ;;
+        --tag) TAG="$2"; shift ;;
+        --base-image) BASE_IMAGE="$2"; shift ;;
+        --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+BUILD="$HERE/.build"
+rm -rf "$BUILD/wheelhouse"
+mkdir -p "$BUILD/wheelhouse"
+cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
+
+if [[ "$MODE" == offline ]]; then
+    PYTHON="$PYTHON" "$HERE/build_wheelhouse.sh" "$BUILD/wheelhouse"
+    offline=1
+else
+    # Only the project's own wheel; everything else comes from the indexes inside the build.
+    "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD/wheelhouse" "$REPO"
+    offline=0
+fi
+
+# --network host: this machine's dockerd runs with --bridge=none; apt inside the build needs a network.
+"$DOCKER" build --network host \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --build-arg OFFLINE="$offline" \
+    --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
+    -t "$TAG" -f "$HERE/Dockerfile" "$HERE"
+echo "built $TAG: $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"
