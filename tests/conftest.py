@@ -1,0 +1,53 @@
+"""Fixtures shared by every suite: the packaged test model and real product photos."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# CI clones the repo with shared/ beside it; the photos are MIT-licensed (see SOURCE.md there).
+GROCERY_DIR = Path(os.environ.get("CLIP_SEARCH_GROCERY_DIR", REPO.parent / "shared" / "datasets" / "grocery-store")).resolve()
+
+
+@pytest.fixture(scope="session")
+def grocery_dir() -> Path:
+    if not (GROCERY_DIR / "classes.csv").is_file():
+        pytest.fail(f"real product photos not found at {GROCERY_DIR} (set CLIP_SEARCH_GROCERY_DIR)")
+    return GROCERY_DIR
+
+
+@pytest.fixture(scope="session")
+def catalogue_photos(grocery_dir) -> list[Path]:
+    """The catalogue ('iconic') photos of the Grocery Store Dataset, sorted."""
+    photos = sorted((grocery_dir / "iconic-images-and-descriptions").rglob("*_Iconic.jpg"))
+    assert len(photos) >= 20, f"expected catalogue photos under {grocery_dir}"
+    return photos
+
+
+@pytest.fixture(scope="session")
+def store_photos(grocery_dir) -> list[Path]:
+    """Phone photos taken in stores (realistic image queries), sorted."""
+    photos = sorted((grocery_dir / "val").rglob("*.jpg"))
+    assert len(photos) >= 20, f"expected store photos under {grocery_dir / 'val'}"
+    return photos
+
+
+@pytest.fixture(scope="session")
+def test_model_tar(tmp_path_factory) -> Path:
+    from clip_search.artifact import package_model
+
+    return package_model(tmp_path_factory.mktemp("model") / "model.tar.gz", test_model=True)
+
+
+@pytest.fixture(scope="session")
+def test_model_dir(test_model_tar) -> Path:
+    from clip_search.artifact import extract_artifact
+
+    return extract_artifact(test_model_tar)
+
+
+@pytest.fixture(scope="session")
+def test_encoder(test_model_dir):
+    from clip_search.encoder import ClipEncoder
+
+    return ClipEncoder.from_artifact(test_model_dir)

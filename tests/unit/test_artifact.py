@@ -1,0 +1,126 @@
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from clip_search.artifact import extract_artifact, package_model, read_packed_manifest, verify_artifact
+from clip_search.errors import ModelLoadError
+from clip_search.model_config import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+
+
+def test_tar_holds_config_weights_manifest_and_script_mode_code(test_model_tar):
+    names = set(tarfile.open(test_model_tar).getnames())
+    assert {CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, "code/inference.py", "code/requirements.txt"} <= names
+    assert "code/clip_search/handler.py" in names
+    # No pickle anywhere: no torch.save / pickle files in the artifact.
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".bin", ".pkl", ".ckpt"))]
+    assert test_model_tar.stat().st_size < 15_000_000
+
+
+def test_manifest_describes_the_test_model(test_model_tar, test_model_dir):
+    manifest = read_packed_manifest(test_model_tar)
+    assert manifest["test_model"] is True and manifest["random_weights"] is True
+    assert manifest["model_id"] == "clip-search-tiny/random"
+    assert manifest["embed_dim"] == 64
+    assert manifest["weights_sha256"] == manifest["files"][WEIGHTS_FILE]
+    assert manifest == verify_artifact(test_model_dir)
+
+
+def test_weights_round_trip_through_safetensors_exactly(test_model_dir):
+    from clip_search.artifact import build_open_clip_model
+
+    model, _, _ = build_open_clip_model("clip-search-tiny", None, seed=0)
+    stored = load_file(str(test_model_dir / WEIGHTS_FILE))
+    for name, tensor in model.state_dict().items():
+        assert np.array_equal(stored[name].numpy(), tensor.numpy()), name
+
+
+def test_open_clip_itself_can_load_the_extracted_artifact(test_model_dir, test_encoder):
+    from clip_search._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import open_clip
+    import torch
+
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{test_model_dir}")
+    tokens = open_clip.get_tokenizer(f"local-dir:{test_model_dir}")(["a red apple"])
+    with torch.inference_mode():
+        expected = model.encode_text(tokens, normalize=True).numpy()
+    assert np.allclose(test_encoder.encode_texts(["a red apple"]), expected, atol=1e-5)
+
+
+def copy_model(test_model_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "model"
+    shutil.copytree(test_model_dir, target)
+    return target
+
+
+def test_corrupt_weights_are_refused_naming_the_file(test_model_dir, tmp_path):
+    model_dir = copy_model(test_model_dir, tmp_path)
+    weights = model_dir / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=f"{WEIGHTS_FILE} is corrupt"):
+        verify_artifact(model_dir)
+
+
+@pytest.mark.parametrize("missing", [WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE])
+def test_missing_files_are_named(test_model_dir, tmp_path, missing):
+    model_dir = copy_model(test_model_dir, tmp_path)
+    (model_dir / missing).unlink()
+    with pytest.raises(ModelLoadError, match=missing):
+        verify_artifact(model_dir)
+
+
+def test_model_fn_names_the_broken_file(test_model_dir, tmp_path):
+    from clip_search.handler import model_fn
+
+    model_dir = copy_model(test_model_dir, tmp_path)
+    (model_dir / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError, match=MANIFEST_FILE):
+        model_fn(str(model_dir))
+
+
+def test_not_a_tar_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "model.tar.gz"
+    bogus.write_bytes(b"this is not a tarball")
+    with pytest.raises(ModelLoadError, match="not a readable tar.gz"):
+        extract_artifact(bogus)
+    with pytest.raises(ModelLoadError, match="not found"):
+        extract_artifact(tmp_path / "absent.tar.gz")
+
+
+def test_packaging_is_deterministic_in_weights(tmp_path, test_model_tar):
+    again = package_model(tmp_path / "again.tar.gz", test_model=True)
+    assert read_packed_manifest(again)["weights_sha256"] == read_packed_manifest(test_model_tar)["weights_sha256"]
+
+
+def test_package_model_cli_writes_the_test_model(tmp_path):
+    from click.testing import CliRunner
+
+    from clip_search.cli import main
+
+    output = tmp_path / "m.tar.gz"
+    result = CliRunner().invoke(main, ["package-model", "--test-model", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "clip-search-tiny/random, dim 64" in result.output
+    assert "TEST MODEL" in result.output
+    assert json.loads(tarfile.open(output).extractfile(MANIFEST_FILE).read())["test_model"] is True
+
+
+def test_package_model_without_network_fails_clearly(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from clip_search.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here either way; make it fail fast
+    result = CliRunner().invoke(main, ["package-model", "--arch", "RN50", "--pretrained", "openai",
+                                       "-o", str(tmp_path / "x.tar.gz")])
+    assert result.exit_code == 2
+    assert "could not fetch pretrained weights RN50/openai" in result.output
+    assert not (tmp_path / "x.tar.gz").exists()

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from clip_search.images import decode_image
+
+TEXTS = [
+    "red apple",
+    "Arla Ecological Sour Cream, 300 g",
+    "a carton of oat milk " * 40,  # far past 77 tokens: the tokenizer truncates it
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def images(catalogue_photos):
+    return [decode_image(path.read_bytes()) for path in catalogue_photos[:6]]
+
+
+def test_text_embeddings_have_the_manifest_dim_and_unit_norm(test_encoder):
+    vectors = test_encoder.encode_texts(TEXTS)
+    assert vectors.shape == (len(TEXTS), test_encoder.manifest["embed_dim"])
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_image_embeddings_have_the_manifest_dim_and_unit_norm(test_encoder, images):
+    vectors = test_encoder.encode_images(images)
+    assert vectors.shape == (len(images), 64) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_a_text_batch_equals_the_texts_one_by_one(test_encoder):
+    batch = test_encoder.encode_texts(TEXTS)
+    single = np.concatenate([test_encoder.encode_texts([text]) for text in TEXTS])
+    assert np.abs(batch - single).max() < 1e-5
+
+
+def test_an_image_batch_equals_the_images_one_by_one(test_encoder, images):
+    batch = test_encoder.encode_images(images)
+    single = np.concatenate([test_encoder.encode_images([image]) for image in images])
+    assert np.abs(batch - single).max() < 1e-5
+
+
+def test_text_padded_to_the_longest_text_equals_the_full_context(test_encoder):
+    trimmed = test_encoder.encode_texts(TEXTS[:2])
+    assert test_encoder.tokenize(TEXTS[:2]).shape[1] < 77
+    full_tokens = test_encoder.tokenizer(TEXTS[:2])
+    assert full_tokens.shape[1] == 77
+    with torch.inference_mode():
+        full = test_encoder.runtime.model.encode_text(full_tokens, normalize=True).numpy()
+    assert np.abs(trimmed - full).max() < 1e-5
+
+
+def test_long_text_is_truncated_to_the_context(test_encoder):
+    assert test_encoder.tokenize([TEXTS[2]]).shape == (1, 77)
+    longer = test_encoder.encode_texts([TEXTS[2] + " and more words"])
+    assert np.allclose(longer, test_encoder.encode_texts([TEXTS[2]]), atol=1e-6)
+
+
+def test_empty_batches_give_empty_arrays(test_encoder):
+    assert test_encoder.encode_texts([]).shape == (0, 64)
+    assert test_encoder.encode_images([]).shape == (0, 64)
+
+
+def test_thread_count_is_configurable(test_model_dir, monkeypatch):
+    from clip_search.encoder import ClipEncoder, available_cores
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("CLIP_SEARCH_THREADS", "1")
+        assert ClipEncoder.from_artifact(test_model_dir).threads == 1
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("CLIP_SEARCH_THREADS")
+        assert ClipEncoder.from_artifact(test_model_dir).threads == available_cores()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_test_model_warns_loudly(test_model_dir, caplog):
+    from clip_search.encoder import ClipEncoder
+
+    with caplog.at_level("WARNING"):
+        encoder = ClipEncoder.from_artifact(test_model_dir)
+    assert encoder.is_test_model
+    assert "TEST MODEL" in caplog.text and "meaningless" in caplog.text
+
+
+def test_unknown_runtime_is_refused(test_model_dir):
+    from clip_search.encoder import ClipEncoder
+
+    with pytest.raises(ValueError, match="unknown runtime 'nope'"):
+        ClipEncoder.from_artifact(test_model_dir, runtime="nope")
