@@ -32,9 +32,9 @@ def workers() -> int:
     return int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1)
 
 
-def properties(inference_address: str, management_address: str) -> str:
+def properties(inference_address: str, management_address: str, handler: str = HANDLER) -> str:
     env = environment.Environment()
-    text = model_server._generate_mms_config_properties(env, HANDLER)  # the toolkit's generator
+    text = model_server._generate_mms_config_properties(env, handler)  # the toolkit's generator
     request_bytes = int(float(os.environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB") or DEFAULT_PAYLOAD_MB) * 1024 * 1024)
     overrides = {
         "inference_address": inference_address,
@@ -74,7 +74,8 @@ def command(config_file: Path, model_dir: Path) -> list[str]:
     ]
 
 
-def write_config(workdir: Path, inference_address: str, management_address: str) -> Path:
+def write_config(workdir: Path, inference_address: str, management_address: str,
+                 handler: str = HANDLER) -> Path:
     path = workdir / "mms.properties"
-    path.write_text(properties(inference_address, management_address))
+    path.write_text(properties(inference_address, management_address, handler))
     return path

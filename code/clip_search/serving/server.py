@@ -44,12 +44,14 @@ class ModelServer:
     """`with ModelServer("model.tar.gz") as server: requests.post(server.url + "/invocations", ...)`."""
 
     def __init__(self, model_path, port: int | None = None, host: str = "127.0.0.1",
-                 env: dict | None = None, log_file=None, ready_timeout: float | None = None):
+                 env: dict | None = None, log_file=None, ready_timeout: float | None = None,
+                 handler: str = mms.HANDLER):
         self.model_path = Path(model_path)
         self.host = host
         self.port = port or free_port(host)
         self.extra_env = env or {}
         self.log_file = log_file
+        self.handler = handler
         self.ready_timeout = ready_timeout or float(os.environ.get(READY_TIMEOUT_ENV, 180))
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
@@ -67,7 +69,8 @@ class ModelServer:
         verify_artifact(model_dir)  # fail here, with the file named, not inside a worker
         (self.workdir / "logs").mkdir()
         config = mms.write_config(
-            self.workdir, f"http://{self.host}:{self.port}", f"http://{self.host}:{free_port(self.host)}"
+            self.workdir, f"http://{self.host}:{self.port}", f"http://{self.host}:{free_port(self.host)}",
+            self.handler,
         )
         env = mms.worker_environment(self.workdir)
         env.update(self.extra_env)
