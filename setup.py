@@ -17,6 +17,7 @@ CORE = [
     "click>=8.1",
     "tqdm>=4.66",
     "requests>=2.31",
+    "orjson>=3.9",  # float32 arrays straight to JSON, ~15x faster than json on a batch answer
     "faiss-cpu>=1.8",
     # Serving: AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.
     "sagemaker-inference==1.10.1",

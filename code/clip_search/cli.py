@@ -7,16 +7,16 @@ import importlib
 
 import click
 
-# name -> "module:attribute" of a click command. Each stage owns its module.
+# name -> ("module:attribute" of a click command, one-line help). Each stage owns its module.
 COMMANDS = {
-    "package-model": "clip_search.artifact_cli:package_model_command",
-    "encode": "clip_search.encode_cli:encode",
-    "serve": "clip_search.serving.cli:serve",
-    "index": "clip_search.search.cli:index",
-    "search": "clip_search.search.cli:search",
-    "eval": "clip_search.search.cli:eval_command",
-    "demo": "clip_search.demo:demo",
-    "publish": "model_build.cli:publish",
+    "package-model": ("clip_search.artifact_cli:package_model_command", "Package an open_clip model as model.tar.gz."),
+    "encode": ("clip_search.encode_cli:encode", "Encode texts or images (in process or via an endpoint)."),
+    "serve": ("clip_search.serving.cli:serve", "Serve the model natively with multi-model-server."),
+    "index": ("clip_search.search.cli:index", "Encode a product catalogue and index it."),
+    "search": ("clip_search.search.cli:search", "Search an index by text or by image."),
+    "eval": ("clip_search.search.cli:eval_command", "Retrieval recall on a labelled catalogue."),
+    "demo": ("clip_search.demo:demo", "Run the whole path end to end on one machine."),
+    "publish": ("model_build.cli:publish", "Ship to SageMaker: S3, ECR, registry, endpoint, Batch Transform."),
 }
 
 
@@ -25,11 +25,15 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx, name):
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        module_name, attribute = target.split(":")
+        module_name, attribute = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup)

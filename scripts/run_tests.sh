@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the test tiers in order, fastest first, and stops at the first failing tier.
+#   unit       in-process tests: handler contract, artifact, encoder, runtimes, search, publishing
+#   server     the real multi-model-server natively (Java + Python workers)
+#   container  Docker image build + the same HTTP suite against it + SageMaker local mode
+# With no argument, all tiers run. Services the tiers need are started here, not by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
+tiers=("${@:-unit server container}")
+read -r -a tiers <<< "${tiers[*]}"
+
+run_tier() {
+  local name=$1; shift
+  echo "=== tier: $name ($(date -u +%H:%M:%S))"
+  local start=$SECONDS
+  "${PYTEST[@]}" "$@"
+  echo "=== tier $name passed in $((SECONDS - start)) s"
+}
+
+for tier in "${tiers[@]}"; do
+  case "$tier" in
+    unit) run_tier unit -m "not server and not container and not local_mode and not live" ;;
+    server) run_tier server -m "server" ;;
+    container)
+      bash container/ci_setup.sh
+      run_tier container -m "container or local_mode" ;;
+    *) echo "unknown tier: $tier (unit, server, container)" >&2; exit 2 ;;
+  esac
+done
