@@ -37,6 +37,7 @@ EXTRAS = {
         "pyyaml>=6",
     ],
 }
+PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "test" for req in reqs})
 
 setup(
@@ -47,8 +48,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    package_dir={"": "code", "model_build": "model_build"},
-    packages=find_packages("code") + ["model_build"],
+    # The library lives in code/ (SageMaker's layout); model_build/ (publishing) sits at the top.
+    package_dir={"": "code", **{name: name.replace(".", "/") for name in PUBLISHING}},
+    packages=find_packages("code") + PUBLISHING,
     package_data={"clip_search": ["VERSION", "model_configs/*.json"]},
     include_package_data=True,
     install_requires=CORE,
