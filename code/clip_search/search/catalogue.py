@@ -1,0 +1,146 @@
+"""Catalogue readers: JSON Lines / CSV product files and Amazon Berkeley Objects (ABO) listings.
+
+A catalogue row needs an `id`; `title` and an image (`image`, `image_path`, `image_url` or
+`image_uri`) are expected; every other field is kept as metadata (and can be filtered on).
+Relative image paths are resolved against the catalogue file's folder.
+"""
+import csv
+import glob
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+from clip_search.search.errors import CatalogueError
+from clip_search.search.records import Product
+
+IMAGE_FIELDS = ("image", "image_path", "image_url", "image_uri")
+TITLE_FIELDS = ("title", "name", "item_name")
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def read_catalogue(path) -> Iterator[Product]:
+    """Products from a `.jsonl`/`.json`/`.csv` file (optionally `.gz`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogueError(f"catalogue {path} not found")
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        rows = _jsonl_rows(path)
+    elif name.endswith(".csv"):
+        rows = _csv_rows(path)
+    else:
+        raise CatalogueError(f"catalogue {path}: expected a .jsonl or .csv file (optionally .gz)")
+    seen = set()
+    for number, row in rows:
+        product = product_from_row(row, base=path.parent, where=f"{path}:{number}")
+        if product.id in seen:
+            raise CatalogueError(f"{path}:{number}: duplicate product id {product.id!r}")
+        seen.add(product.id)
+        yield product
+
+
+def _jsonl_rows(path: Path):
+    with _open_text(path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CatalogueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise CatalogueError(f"{path}:{number}: expected a JSON object per line")
+            yield number, row
+
+
+def _csv_rows(path: Path):
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle)
+        for number, row in enumerate(reader, 2):
+            yield number, {key.strip(): value for key, value in row.items() if key is not None}
+
+
+def product_from_row(row: dict, base: Path | None = None, where: str = "") -> Product:
+    row = dict(row)
+    product_id = row.pop("id", None)
+    if product_id is None or str(product_id).strip() == "":
+        raise CatalogueError(f"{where}: missing product `id`")
+    title = next((str(row.pop(name)) for name in TITLE_FIELDS if row.get(name) not in (None, "")), "")
+    image = next((str(row.pop(name)) for name in IMAGE_FIELDS if row.get(name) not in (None, "")), None)
+    for name in TITLE_FIELDS + IMAGE_FIELDS:
+        row.pop(name, None)
+    if image and base is not None and not _is_uri(image) and not Path(image).is_absolute():
+        image = str((base / image).resolve())
+    return Product(str(product_id), title, image, row)
+
+
+# --- Amazon Berkeley Objects -----------------------------------------------------------------
+def _localised(values, language: str) -> str | None:
+    """ABO stores text as [{"language_tag": "en_US", "value": ...}, ...]."""
+    for entry in values or []:
+        if entry.get("language_tag") == language:
+            return entry.get("value")
+    return None
+
+
+def read_abo(listings, images_csv, image_root, language: str = "en_US") -> Iterator[Product]:
+    """ABO listings (`listings/metadata/listings_*.json.gz`, a glob or a list of files) joined with
+    `images/metadata/images.csv.gz` on `main_image_id`; image paths are under `image_root`
+    (`images/small` or `images/original`, a folder or an s3:// prefix). Listings without a name in
+    `language` or without a main image are skipped, as the reference sample did."""
+    files = sorted(glob.glob(listings)) if isinstance(listings, str) else [str(p) for p in listings]
+    if not files:
+        raise CatalogueError(f"no ABO listings files match {listings}")
+    with _open_text(Path(images_csv)) as handle:
+        image_paths = {row["image_id"]: row["path"] for row in csv.DictReader(handle)}
+    root = str(image_root).rstrip("/")
+    for file in files:
+        for _, row in _jsonl_rows(Path(file)):
+            name = _localised(row.get("item_name"), language)
+            path = image_paths.get(row.get("main_image_id"))
+            if not name or not path:
+                continue
+            metadata = {}
+            for field in ("brand", "color", "style", "material"):
+                value = _localised(row.get(field), language)
+                if value:
+                    metadata[field] = value
+            if row.get("product_type"):
+                metadata["product_type"] = row["product_type"][0].get("value")
+            for field in ("country", "marketplace", "domain_name"):
+                if row.get(field):
+                    metadata[field] = row[field]
+            yield Product(row["item_id"], name, f"{root}/{path}", metadata)
+
+
+# --- image bytes -----------------------------------------------------------------------------
+def load_image_bytes(location: str, timeout: float = 30) -> bytes:
+    """Bytes of a product image from a local path, file://, s3:// or http(s):// location."""
+    if location.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = location[5:].partition("/")
+        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    if location.startswith(("http://", "https://")):
+        import requests
+
+        response = requests.get(location, timeout=timeout)
+        response.raise_for_status()
+        return response.content
+    if location.startswith("file://"):
+        location = location[7:]
+    try:
+        return Path(location).read_bytes()
+    except OSError as error:
+        raise CatalogueError(f"cannot read image {location}: {error.strerror}") from None

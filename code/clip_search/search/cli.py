@@ -1,0 +1,145 @@
+"""`clip-search index`, `clip-search search` and `clip-search eval`.
+
+INDEX is a folder (embedded index), an http(s):// OpenSearch URL ending in the index name, or a
+postgresql:// DSN (pgvector; `?table=NAME` picks the table). Queries are encoded with --model or
+--endpoint when given, else with the model recorded by the index when it was built.
+"""
+import json
+import sys
+
+import click
+
+from clip_search.search.errors import SearchError
+from clip_search.search.filters import parse_filters
+
+MODEL_ENV, ENDPOINT_ENV = "CLIP_SEARCH_MODEL", "CLIP_SEARCH_ENDPOINT"
+
+
+def _encoder_options(function):
+    function = click.option("--endpoint", envvar=ENDPOINT_ENV, metavar="URL_OR_NAME",
+                            help=f"Encode with a running endpoint: our server's URL or a SageMaker endpoint name [env {ENDPOINT_ENV}].")(function)
+    function = click.option("--model", envvar=MODEL_ENV, metavar="model.tar.gz",
+                            help=f"Encode in-process with this model artifact (file or extracted folder) [env {MODEL_ENV}].")(function)
+    return function
+
+
+def _client(index: str, model: str | None, endpoint: str | None, need_encoder: bool = True):
+    from clip_search.search.client import SearchClient
+    from clip_search.search.embeddings import embedder_for
+
+    client = SearchClient(index)
+    if model or endpoint:
+        client.embedder = embedder_for(model, endpoint)
+    elif need_encoder:
+        info = client.index.info()
+        spec = (info.extra.get("encoder") if info else None) or {}
+        if not spec:
+            raise SearchError(f"no encoder recorded for {index}: pass --model or --endpoint")
+        client.embedder = embedder_for(spec.get("model"), spec.get("endpoint"))
+    return client
+
+
+def _run(function):
+    """Search errors are the user's to fix: one clear line, exit status 1, no traceback."""
+    try:
+        return function()
+    except SearchError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option("--catalogue", type=click.Path(dir_okay=False), help="Products: .jsonl or .csv (id, title, image, ...).")
+@click.option("--abo-listings", metavar="GLOB", help="Amazon Berkeley Objects listings_*.json.gz (instead of --catalogue).")
+@click.option("--abo-images", type=click.Path(dir_okay=False), help="ABO images/metadata/images.csv.gz.")
+@click.option("--abo-image-root", metavar="DIR_OR_S3", help="ABO images/small folder or s3:// prefix.")
+@click.option("--index", "index_location", required=True, help="Folder, OpenSearch URL (…/INDEX_NAME) or postgresql:// DSN.")
+@_encoder_options
+@click.option("--embeddings", metavar="DIR_OR_S3", help="Use Batch Transform output (*.out JSON Lines) for image embeddings.")
+@click.option("--model-id", help="Model id of --embeddings when no --model/--endpoint is given.")
+@click.option("--titles/--no-titles", default=True, show_default=True, help="Also index each title's text embedding.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
+def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, model, endpoint, embeddings,
+          model_id, titles, batch_size):
+    """Encode a product catalogue and upsert it into INDEX (idempotent: ids are product ids)."""
+    from clip_search.search.catalogue import read_abo, read_catalogue
+    from clip_search.search.embeddings import read_batch_output
+
+    def run():
+        if bool(catalogue) == bool(abo_listings):
+            raise click.UsageError("give --catalogue FILE or --abo-listings GLOB (with --abo-images, --abo-image-root)")
+        if abo_listings and not (abo_images and abo_image_root):
+            raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
+        products = list(read_catalogue(catalogue) if catalogue else read_abo(abo_listings, abo_images, abo_image_root))
+        client = _client(index_location, model, endpoint, need_encoder=False)
+        if client.embedder is None and not embeddings:
+            raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
+        precomputed = read_batch_output(embeddings) if embeddings else None
+        with client:
+            report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
+                                            image_embeddings=precomputed, model_id=model_id)
+            total = client.index.count()
+        for product_id, reason in report.errors[:20]:
+            click.echo(f"  not indexed: {product_id}: {reason}", err=True)
+        if len(report.errors) > 20:
+            click.echo(f"  … and {len(report.errors) - 20} more", err=True)
+        click.echo(f"indexed {report.indexed} of {len(products)} products into {index_location} "
+                   f"({total} in the index, {len(report.errors)} errors)")
+        if report.errors and not report.indexed:
+            sys.exit(1)
+
+    _run(run)
+
+
+@click.command()
+@click.argument("query", required=False)
+@click.option("--index", "index_location", required=True, help="Folder, OpenSearch URL (…/INDEX_NAME) or postgresql:// DSN.")
+@click.option("--image", type=click.Path(dir_okay=False), help="Search by this photo instead of text.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat to combine.")
+@click.option("--match", type=click.Choice(["both", "image", "title"]), default="both", show_default=True,
+              help="Text queries: match product images, titles, or the better of the two.")
+@click.option("--hybrid", is_flag=True, help="OpenSearch: rank by keyword match on title plus k-NN.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits {id, score, title, ...}, best first.")
+@_encoder_options
+def search(query, index_location, image, k, filters, match, hybrid, as_json, model, endpoint):
+    """Search INDEX by text (QUERY) or by photo (--image). Scores are cosine similarities."""
+    def run():
+        if bool(query) == bool(image):
+            raise click.UsageError('give a text QUERY or --image PATH (one of them)')
+        parsed = parse_filters(filters)
+        with _client(index_location, model, endpoint) as client:
+            if image:
+                hits = client.search_image(image, k=k, filters=parsed)
+            else:
+                fields = ("image", "title") if match == "both" else (match,)
+                hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
+        if as_json:
+            click.echo(json.dumps([hit.to_json() for hit in hits], ensure_ascii=False, indent=2))
+            return
+        if not hits:
+            click.echo("no results")
+        for rank, hit in enumerate(hits, 1):
+            click.echo(f"{rank:>3}. {hit.score:6.3f}  {hit.id}  {hit.title}")
+
+    _run(run)
+
+
+@click.command("eval")
+@click.option("--index", "index_location", required=True, help="An index built from the labelled catalogue.")
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False),
+              help='JSON Lines: {"text"|"image": ..., "relevant": [product ids]}.')
+@click.option("--json", "as_json", is_flag=True, help="Print the recalls as JSON.")
+@_encoder_options
+def eval_command(index_location, queries, as_json, model, endpoint):
+    """Retrieval quality: text->product and image->product recall@1/5/10."""
+    from clip_search.search.evaluation import evaluate, format_table, read_queries
+
+    def run():
+        with _client(index_location, model, endpoint) as client:
+            results = evaluate(client, read_queries(queries))
+        if as_json:
+            click.echo(json.dumps({kind: r.to_json() for kind, r in results.items()}, indent=2))
+        else:
+            click.echo(format_table(results))
+
+    _run(run)

@@ -1,0 +1,159 @@
+"""SearchClient: index a catalogue and search it by text or by image, whatever the backend.
+
+    client = SearchClient("products-index/", model="model.tar.gz")
+    client.index_catalogue("products.jsonl")
+    client.search_text("red running shoes", k=10, filters={"brand": "Acme"})
+    client.search_image("photo.jpg")
+
+Reader -> encoder -> writer, in batches, with a progress bar: images are read and encoded a batch at
+a time, so a catalogue never has to fit in memory.
+"""
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from clip_search.search.catalogue import load_image_bytes, read_catalogue
+from clip_search.search.embeddings import Embedder, embedder_for
+from clip_search.search.errors import IndexNotFoundError, SearchError
+from clip_search.search.filters import normalise_filters
+from clip_search.search.index import FIELDS, IMAGE, TITLE, UpsertReport, VectorIndex, open_index
+from clip_search.search.records import EmbeddedProduct, Hit, Product
+
+DEFAULT_BATCH = 32
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class SearchClient:
+    def __init__(self, index: str | Path | VectorIndex, embedder: Embedder | None = None, *,
+                 model: str | None = None, endpoint: str | None = None, **index_options):
+        self.index = index if isinstance(index, VectorIndex) else open_index(str(index), **index_options)
+        if embedder is None and (model or endpoint):
+            embedder = embedder_for(model, endpoint)
+        self.embedder = embedder
+
+    def close(self):
+        self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise SearchError("no encoder: give a model (model.tar.gz) or an endpoint")
+        return self.embedder
+
+    # --- indexing ----------------------------------------------------------------------------
+    def index_catalogue(self, catalogue, *, titles: bool = True, batch_size: int = DEFAULT_BATCH,
+                        image_embeddings: dict | None = None, model_id: str | None = None,
+                        progress: bool = True) -> UpsertReport:
+        """Embed and upsert every product. `catalogue` is a file path or an iterable of Products.
+
+        `image_embeddings` (id -> vector, e.g. from Batch Transform output) replaces image encoding;
+        `model_id` then names the model that made them when no encoder is at hand (titles need one).
+        """
+        products = read_catalogue(catalogue) if isinstance(catalogue, (str, Path)) else catalogue
+        products = list(products)
+        embedder = self.embedder
+        if embedder is None and (image_embeddings is None or titles):
+            raise SearchError("indexing needs an encoder (--model or --endpoint) unless image embeddings "
+                              "are given and titles are not embedded (--no-titles)")
+        if embedder is not None:
+            model_id, dim = embedder.model_id, embedder.dim
+        else:
+            if not model_id:
+                raise SearchError("precomputed embeddings need the model id that made them (--model-id)")
+            dim = len(next(v for v in image_embeddings.values() if not isinstance(v, str)))
+        self.index.ensure(dim, model_id, getattr(embedder, "spec", None))
+        report = UpsertReport()
+        bar = tqdm(total=len(products), desc="indexing", unit="product", disable=not progress)
+        for batch in _batches(products, batch_size):
+            items, errors = self._embed_batch(batch, titles, image_embeddings)
+            report.errors.extend(errors)
+            result = self.index.upsert(items)
+            report.indexed += result.indexed
+            report.errors.extend(result.errors)
+            bar.update(len(batch))
+        bar.close()
+        return report
+
+    def _embed_batch(self, batch: list[Product], titles: bool, precomputed: dict | None):
+        errors, image_vectors = [], {}
+        if precomputed is not None:
+            for product in batch:
+                value = precomputed.get(product.id)
+                if value is None:
+                    errors.append((product.id, "no embedding in the precomputed output"))
+                elif isinstance(value, str):
+                    errors.append((product.id, value))
+                else:
+                    image_vectors[product.id] = np.asarray(value, dtype=np.float32)
+        else:
+            records = []
+            for product in batch:
+                if not product.image:
+                    continue
+                try:
+                    records.append((product.id, load_image_bytes(product.image)))
+                except Exception as error:
+                    errors.append((product.id, f"image {product.image}: {error}"))
+            for product_id, value in self.embedder.encode_image_records(records).items():
+                if isinstance(value, str):
+                    errors.append((product_id, value))
+                else:
+                    image_vectors[product_id] = value
+        title_vectors = {}
+        with_titles = [p for p in batch if titles and p.title]
+        if with_titles:
+            vectors = self.embedder.encode_texts([p.title for p in with_titles])
+            title_vectors = {p.id: v for p, v in zip(with_titles, vectors)}
+        items = [EmbeddedProduct(p, image_vectors.get(p.id), title_vectors.get(p.id))
+                 for p in batch if p.id in image_vectors or p.id in title_vectors]
+        return items, errors
+
+    # --- searching ---------------------------------------------------------------------------
+    def _check_index(self):
+        embedder = self._require_embedder()
+        info = self.index.info()
+        if info is None:
+            raise IndexNotFoundError(f"no index at {self.index.location}: build it with `clip-search index`")
+        self.index.check_model(info, embedder.model_id, embedder.dim)
+        return embedder
+
+    def search_vector(self, vector, k: int = 10, filters=None, fields=FIELDS, keywords=None) -> list[Hit]:
+        return self.index.search(np.asarray(vector, dtype=np.float32), k, normalise_filters(filters), tuple(fields), keywords)
+
+    def search_text(self, text: str, k: int = 10, filters=None, fields=FIELDS, hybrid: bool = False) -> list[Hit]:
+        """Text -> product by its image or its title embedding (the better of the two counts)."""
+        if not text or not text.strip():
+            raise SearchError("empty text query")
+        embedder = self._check_index()
+        vector = embedder.encode_texts([text])[0]
+        return self.search_vector(vector, k, filters, fields, keywords=text if hybrid else None)
+
+    def search_image(self, image, k: int = 10, filters=None, fields=(IMAGE,)) -> list[Hit]:
+        """Photo -> product by image similarity. `image`: bytes, a path/URI, or a PIL image."""
+        embedder = self._check_index()
+        if isinstance(image, (str, Path)):
+            image = load_image_bytes(str(image))
+        elif not isinstance(image, (bytes, bytearray)):
+            import io
+
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+            image = buffer.getvalue()
+        vector = embedder.encode_images([bytes(image)])[0]
+        return self.search_vector(vector, k, filters, fields)
+
+
+__all__ = ["SearchClient", "Hit", "Product", "IMAGE", "TITLE", "FIELDS"]

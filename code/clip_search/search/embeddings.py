@@ -1,0 +1,223 @@
+"""Where embeddings come from: the in-process encoder, a running endpoint (our native server or a
+SageMaker endpoint), or Batch Transform output files. All give L2-normalised float32 rows and name
+the model that made them, so an index can refuse vectors from another model."""
+import base64
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from clip_search.search.errors import EncodingError
+
+JSONLINES = "application/jsonlines"
+
+
+class Embedder:
+    """encode_texts(list[str]) / encode_images(list[bytes]) -> (n, dim) float32."""
+
+    model_id: str
+    dim: int
+    is_test_model: bool = False
+    spec: dict | None = None  # how to rebuild this embedder: {"model": path} or {"endpoint": url}
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, images: list[bytes]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_image_records(self, records: list[tuple[str, bytes]]) -> dict[str, np.ndarray | str]:
+        """id -> embedding, or id -> error message for an image that could not be used."""
+        out = {}
+        for record_id, data in records:
+            try:
+                out[record_id] = self.encode_images([data])[0]
+            except Exception as error:  # one bad image must not stop a catalogue
+                out[record_id] = str(error)
+        return out
+
+
+class LocalEmbedder(Embedder):
+    """The in-process ClipEncoder (model.tar.gz or an extracted artifact folder)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.model_id = encoder.model_id
+        self.dim = encoder.dim
+        self.is_test_model = encoder.is_test_model
+
+    @classmethod
+    def from_artifact(cls, path) -> "LocalEmbedder":
+        from clip_search.encoder import ClipEncoder
+
+        embedder = cls(ClipEncoder.from_artifact(path))
+        embedder.spec = {"model": str(Path(path).resolve())}
+        return embedder
+
+    def encode_texts(self, texts):
+        return self.encoder.encode_texts(list(texts))
+
+    def encode_images(self, images):
+        from clip_search.images import decode_image
+
+        return self.encoder.encode_images([decode_image(data) for data in images])
+
+    def encode_image_records(self, records):
+        from clip_search.images import decode_image
+
+        decoded, out = [], {}
+        for record_id, data in records:
+            try:
+                decoded.append((record_id, decode_image(data)))
+            except Exception as error:
+                out[record_id] = f"cannot decode image: {error}"
+        if decoded:
+            vectors = self.encoder.encode_images([image for _, image in decoded])
+            out.update({record_id: vector for (record_id, _), vector in zip(decoded, vectors)})
+        return out
+
+
+class _RemoteEmbedder(Embedder):
+    """Shared wire format (CONTRACTS.md, handler): JSON for queries, JSON Lines for catalogue batches."""
+
+    _model_id: str | None = None
+    _dim: int | None = None
+
+    def _post(self, body: bytes, content_type: str, accept: str) -> bytes:
+        raise NotImplementedError
+
+    def _json(self, payload: dict) -> np.ndarray:
+        body = self._post(json.dumps(payload).encode(), "application/json", "application/json")
+        answer = json.loads(body)
+        self._model_id, self._dim = answer["model"], int(answer["dim"])
+        return np.asarray(answer["embeddings"], dtype=np.float32).reshape(-1, self._dim)
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self.encode_texts(["model probe"])
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.encode_texts(["model probe"])
+        return self._dim
+
+    def encode_texts(self, texts):
+        return self._json({"texts": list(texts)})
+
+    def encode_images(self, images):
+        return self._json({"images": [base64.b64encode(data).decode("ascii") for data in images]})
+
+    def encode_image_records(self, records):
+        """One JSON Lines request per batch, the Batch Transform wire format: per-record errors
+        come back as lines, so one bad image does not fail the batch."""
+        lines = [json.dumps({"id": rid, "image": base64.b64encode(data).decode("ascii")}) for rid, data in records]
+        body = self._post("\n".join(lines).encode(), JSONLINES, JSONLINES)
+        return parse_jsonlines_embeddings(body.decode("utf-8"))
+
+
+class EndpointEmbedder(_RemoteEmbedder):
+    """Our native server or any HTTP endpoint that speaks the handler contract: POST URL/invocations."""
+
+    def __init__(self, url: str, timeout: float = 120):
+        import requests
+
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/invocations"):
+            self.url += "/invocations"
+        self.spec = {"endpoint": url}
+        self.session = requests.Session()
+        self.timeout = timeout
+
+    def _post(self, body, content_type, accept):
+        import requests
+
+        try:
+            response = self.session.post(self.url, data=body, timeout=self.timeout,
+                                         headers={"Content-Type": content_type, "Accept": accept})
+        except requests.RequestException as error:
+            raise EncodingError(f"endpoint {self.url} unreachable: {error}") from None
+        if response.status_code != 200:
+            raise EncodingError(f"endpoint {self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+        return response.content
+
+
+class SageMakerEmbedder(_RemoteEmbedder):
+    """A SageMaker endpoint by name, through sagemaker-runtime InvokeEndpoint."""
+
+    def __init__(self, endpoint_name: str, region: str | None = None, client=None):
+        import boto3
+
+        self.endpoint_name = endpoint_name
+        self.spec = {"endpoint": endpoint_name}
+        self.client = client or boto3.client("sagemaker-runtime", region_name=region)
+
+    def _post(self, body, content_type, accept):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
+                                                   ContentType=content_type, Accept=accept)
+        except (BotoCoreError, ClientError) as error:
+            raise EncodingError(f"SageMaker endpoint {self.endpoint_name}: {error}") from None
+        return response["Body"].read()
+
+
+def embedder_for(model: str | None = None, endpoint: str | None = None) -> Embedder:
+    if bool(model) == bool(endpoint):
+        raise EncodingError("give exactly one of --model (model.tar.gz or folder) or --endpoint (URL or SageMaker endpoint name)")
+    if model:
+        return LocalEmbedder.from_artifact(model)
+    if endpoint.startswith(("http://", "https://")):
+        return EndpointEmbedder(endpoint)
+    return SageMakerEmbedder(endpoint)
+
+
+# --- Batch Transform output ------------------------------------------------------------------
+def parse_jsonlines_embeddings(text: str, where: str = "response") -> dict[str, np.ndarray | str]:
+    out = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "id" not in record:
+            raise EncodingError(f"{where} line {number}: record without an id")
+        if "embedding" in record:
+            out[str(record["id"])] = np.asarray(record["embedding"], dtype=np.float32)
+        else:
+            out[str(record["id"])] = str(record.get("error", "no embedding"))
+    return out
+
+
+def read_batch_output(location: str) -> dict[str, np.ndarray | str]:
+    """Embeddings from Batch Transform output: `*.out` JSON Lines files in a folder or an S3 prefix
+    (one `{"id", "embedding"}` or `{"id", "error"}` per line)."""
+    out: dict[str, np.ndarray | str] = {}
+    for name, text in _output_files(location):
+        out.update(parse_jsonlines_embeddings(text, where=name))
+    if not out:
+        raise EncodingError(f"no embeddings found in Batch Transform output {location} (expected *.out files)")
+    return out
+
+
+def _output_files(location: str) -> Iterator[tuple[str, str]]:
+    if location.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = location[5:].partition("/")
+        s3 = boto3.client("s3")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(".out"):
+                    body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                    yield f"s3://{bucket}/{item['Key']}", body.decode("utf-8")
+        return
+    path = Path(location)
+    files = [path] if path.is_file() else sorted(Path(p) for p in glob.glob(os.path.join(location, "**", "*.out"), recursive=True))
+    for file in files:
+        yield str(file), file.read_text(encoding="utf-8")

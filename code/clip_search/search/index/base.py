@@ -1,0 +1,94 @@
+"""The one interface every index backend implements (embedded folder, OpenSearch, pgvector).
+
+Vectors arrive L2-normalised float32; hits leave with cosine similarity as their score.
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from clip_search.search.errors import ModelMismatchError
+from clip_search.search.records import EmbeddedProduct, Hit
+
+IMAGE, TITLE = "image", "title"
+FIELDS = (IMAGE, TITLE)
+
+
+@dataclass
+class IndexInfo:
+    model_id: str
+    dim: int
+    backend: str
+    count: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class UpsertReport:
+    indexed: int = 0
+    errors: list = field(default_factory=list)  # [(product id, reason)]
+
+
+class VectorIndex(ABC):
+    backend = "abstract"
+
+    def __init__(self, location: str):
+        self.location = location
+
+    @abstractmethod
+    def info(self) -> IndexInfo | None:
+        """The model and dimension the index was built with, or None when it does not exist yet."""
+
+    @abstractmethod
+    def create(self, dim: int, model_id: str, encoder: dict | None = None) -> None:
+        """Create an empty index. `encoder` ({"model": path} or {"endpoint": url}) is remembered so
+        that `clip-search search` can encode queries with the model that built the index."""
+
+    @abstractmethod
+    def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
+        """Insert or replace products by id; re-indexing the same catalogue is idempotent."""
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int = 10, filters: dict | None = None,
+               fields: tuple = FIELDS, keywords: str | None = None) -> list[Hit]:
+        """Top-k products by cosine similarity of `vector` to any of `fields`' embeddings (the best
+        field counts), restricted to `filters` ({field: [values]}). `keywords` asks backends that
+        support it for a hybrid keyword + vector ranking."""
+
+    @abstractmethod
+    def count(self) -> int:
+        ...
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the index and everything in it."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def ensure(self, dim: int, model_id: str, encoder: dict | None = None) -> IndexInfo:
+        """Create the index, or check that the existing one was built by this model."""
+        info = self.info()
+        if info is None:
+            self.create(dim, model_id, encoder)
+            return self.info()
+        self.check_model(info, model_id, dim)
+        return info
+
+    def check_model(self, info: IndexInfo, model_id: str, dim: int) -> None:
+        if info.model_id != model_id or info.dim != dim:
+            raise ModelMismatchError(info.model_id, info.dim, model_id, dim, self.location)
+
+
+def as_query_vector(vector, dim: int | None = None) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if dim is not None and vector.shape[0] != dim:
+        raise ValueError(f"query vector has dimension {vector.shape[0]}, the index holds {dim}")
+    return vector
