@@ -30,8 +30,9 @@ TEST_ARCH = "clip-search-tiny"
 RANDOM_TAG = "random"
 FORMAT_VERSION = 1
 PACKAGE_DIR = Path(__file__).parent
-# What a stock SageMaker PyTorch image must add to run code/inference.py (it has torch already).
-CODE_REQUIREMENTS = ["open_clip_torch==3.3.0", "safetensors>=0.4", "sagemaker-inference==1.10.1"]
+# What a stock SageMaker PyTorch image must add to run code/inference.py. It already has torch,
+# torchvision and the sagemaker-inference toolkit: pinning those here would fight its versions.
+CODE_REQUIREMENTS = ["open_clip_torch==3.3.0", "safetensors>=0.4", "orjson>=3.9"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
