@@ -8,24 +8,53 @@ from clip_search.artifact import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model
 from clip_search.encoder import TEST_MODEL_WARNING
 from clip_search.errors import ModelDownloadError
 
+RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "openvino"]
+
 
 @click.command("package-model")
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="open_clip architecture.")
 @click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True, help="open_clip pretrained tag.")
 @click.option("--test-model", is_flag=True, help="Pack the tiny random-weights test model (no download).")
 @click.option("--random-weights", is_flag=True, help="Full-size --arch with random weights (benchmarks).")
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default="torch", show_default=True,
+              help="Inference runtime to export for (at packaging time; the accuracy guard checks it "
+                   "against torch fp32 and refuses the artifact if it drifts).")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of product photos + titles for the accuracy guard (default: demo_data/, "
+                   "then ../shared/datasets/grocery-store).")
+@click.option("--openvino-precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto",
+              show_default=True, help="OpenVINO INFERENCE_PRECISION_HINT recorded in the manifest "
+                                      "(auto: bf16 on CPUs with bf16, f32 elsewhere).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.tar.gz"), show_default=True)
-def package_model_command(arch, pretrained, test_model, random_weights, output):
+def package_model_command(arch, pretrained, test_model, random_weights, runtime, calibration,
+                          openvino_precision, output):
     """Package an open_clip model as a SageMaker model artifact (model.tar.gz)."""
+    options = {"calibration": calibration}
+    if runtime == "openvino":
+        options["precision"] = openvino_precision
     try:
-        path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights)
+        path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights,
+                             runtime=runtime, runtime_options=options if runtime != "torch" else None)
     except ModelDownloadError as error:
         click.echo(f"error: {error}", err=True)
         click.echo("hint: on a machine without internet, use --test-model or --random-weights", err=True)
         sys.exit(2)
+    except Exception as error:  # noqa: BLE001 - export and guard failures: say why, write nothing
+        from clip_search.runtimes.guard import AccuracyGuardError
+
+        if not isinstance(error, AccuracyGuardError):
+            raise
+        click.echo(f"error: {error}", err=True)
+        sys.exit(3)
     manifest = read_packed_manifest(path)
     size_mb = path.stat().st_size / 1e6
-    click.echo(f"wrote {path} ({size_mb:.1f} MB): {manifest['model_id']}, dim {manifest['embed_dim']}")
+    click.echo(f"wrote {path} ({size_mb:.1f} MB): {manifest['model_id']}, dim {manifest['embed_dim']}, "
+               f"runtime {manifest.get('runtime', 'torch')}")
+    if "accuracy_guard" in manifest:
+        guard = manifest["accuracy_guard"]
+        click.echo(f"accuracy guard passed: min cosine to torch fp32 {guard['min_cosine_image']:.5f} (images), "
+                   f"{guard['min_cosine_text']:.5f} (texts) on {guard['images']} photos / {guard['texts']} "
+                   f"titles from {guard['calibration']}")
     if manifest["random_weights"]:
         click.echo(TEST_MODEL_WARNING if manifest["test_model"] else
                    "WARNING: random weights: embeddings are meaningless (benchmarks only).", err=True)

@@ -20,6 +20,9 @@ DEFAULT_RUNTIME = "torch"
 # name -> "module:class". Each class has `load(model_dir, manifest, threads) -> Runtime`.
 RUNTIMES = {
     "torch": "clip_search.runtimes.torch_runtime:TorchRuntime",
+    "onnx": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
+    "onnx-int8": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
+    "openvino": "clip_search.runtimes.openvino_runtime:OpenVinoRuntime",
 }
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,10 @@ def load_runtime(model_dir: Path, manifest: dict, requested: str | None = None, 
     if name not in RUNTIMES:
         raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}")
     try:
+        packaged = manifest.get("runtime") or DEFAULT_RUNTIME
+        if name != DEFAULT_RUNTIME and name != packaged:
+            # Exported graphs are made at packaging time only; never export at serving start.
+            raise RuntimeError(f"this artifact was packaged for runtime {packaged!r}, not {name!r}")
         return _runtime_class(name).load(Path(model_dir), manifest, threads)
     except Exception as error:  # noqa: BLE001 - any failure of an optional runtime falls back
         if name == DEFAULT_RUNTIME:

@@ -1,0 +1,157 @@
+"""Export the torch weights of an artifact to a faster runtime, at packaging time only.
+
+`export_runtime(model_dir, manifest, runtime)` reads the safetensors weights already written in
+`model_dir`, writes the exported graphs beside them, records them (checksummed) in the manifest,
+then runs the accuracy guard (`guard.py`) against torch fp32 and records its figures. When the guard
+fails it raises `AccuracyGuardError`, and `package_model` writes no artifact.
+
+Runtimes (names are what `--runtime` and CLIP_SEARCH_RUNTIME take):
+    onnx        ONNX Runtime, fp32 graphs: exact
+    onnx-int8   ONNX Runtime, weights quantized to int8 (dynamic quantization of MatMul/Gemm)
+    openvino    OpenVINO IR; precision hint "auto" = bf16 where the CPU has it, else f32
+"""
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from clip_search.artifact import add_file_to_manifest
+from clip_search.model_config import WEIGHTS_FILE, read_config
+from clip_search.runtimes.torch_runtime import _encode_text_trimmed, build_model
+
+logger = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+OPENVINO_DIR = "openvino"
+IMAGE_GRAPH = "image_encoder"
+TEXT_GRAPH = "text_encoder"
+OPSET = 18
+
+
+def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=None,
+                   guard: bool = True, precision: str | None = None, **options) -> dict:
+    """Export, record, guard. Returns the updated manifest; raises AccuracyGuardError on failure."""
+    from clip_search.runtimes import RUNTIMES
+    from clip_search.runtimes.guard import run_guard
+
+    model_dir = Path(model_dir)
+    manifest = dict(manifest)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(sorted(RUNTIMES))}")
+    if runtime == "torch":
+        return manifest
+    with tempfile.TemporaryDirectory(prefix="clip-search-export-") as scratch:
+        scratch = Path(scratch)
+        if runtime == "onnx":
+            files, runtime_manifest = export_onnx(model_dir, model_dir / ONNX_DIR), {"precision": "fp32"}
+        elif runtime == "onnx-int8":
+            fp32 = export_onnx(model_dir, scratch / "fp32")
+            files = quantize_onnx(fp32, model_dir / ONNX_DIR)
+            runtime_manifest = {"precision": "int8", "quantization": "dynamic, int8 weights, uint8 activations"}
+        elif runtime == "openvino":
+            fp32 = export_onnx(model_dir, scratch / "fp32")
+            files = convert_openvino(fp32, model_dir / OPENVINO_DIR)
+            runtime_manifest = {"precision_hint": precision or "auto"}
+        else:  # registered but not exportable (a runtime added without an exporter)
+            raise ValueError(f"no exporter for runtime {runtime!r}")
+    for path in files:
+        add_file_to_manifest(model_dir, manifest, path.relative_to(model_dir).as_posix())
+    runtime_manifest["graphs"] = {kind: path.relative_to(model_dir).as_posix()
+                                  for kind, path in zip((IMAGE_GRAPH, TEXT_GRAPH), files[::_stride(files)])}
+    manifest["runtime"] = runtime
+    manifest["runtime_config"] = runtime_manifest
+    if guard:
+        manifest["accuracy_guard"] = run_guard(model_dir, manifest, runtime, calibration=calibration)
+    return manifest
+
+
+def _stride(files: list[Path]) -> int:
+    # OpenVINO writes .xml + .bin per graph; ONNX one file per graph.
+    return 2 if files and files[0].suffix == ".xml" else 1
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+def export_onnx(model_dir: Path, out_dir: Path) -> list[Path]:
+    """fp32 ONNX graphs [image, text] with dynamic batch (and text sequence) axes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(read_config(model_dir)["model_cfg"], Path(model_dir) / WEIGHTS_FILE)
+    image_size = model.visual.image_size
+    image_size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    image_path, text_path = out_dir / f"{IMAGE_GRAPH}.onnx", out_dir / f"{TEXT_GRAPH}.onnx"
+    # The fused multi-head-attention fast path has no ONNX symbolic; the plain path is the same math.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            pixels = torch.zeros((2, 3, *image_size), dtype=torch.float32)
+            torch.onnx.export(
+                _ImageTower(model).eval(), (pixels,), str(image_path), dynamo=False, opset_version=OPSET,
+                input_names=["pixels"], output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            )
+            # dynamo=True keeps the sequence axis symbolic (the legacy tracer freezes it at 77), so
+            # texts are padded only to the longest one in the batch, as with torch.
+            tokens = torch.zeros((2, 12), dtype=torch.int64)
+            tokens[:, 0], tokens[:, 11] = 49406, 49407
+            batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=2, max=model.context_length)
+            program = torch.onnx.export(
+                _TextTower(model).eval(), (tokens,), dynamo=True, opset_version=OPSET,
+                input_names=["tokens"], output_names=["features"],
+                dynamic_shapes={"tokens": {0: batch, 1: length}}, verbose=False,
+            )
+            program.save(str(text_path), external_data=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return [image_path, text_path]
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return self.model.encode_image(pixels)
+
+
+class _TextTower(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return _encode_text_trimmed(self.model, tokens)
+
+
+def quantize_onnx(fp32_files: list[Path], out_dir: Path) -> list[Path]:
+    """Dynamic int8: weights quantized once here, activations per batch at run time.
+
+    Signed int8 weights with unsigned activations is the pairing ONNX Runtime recommends for x86-64;
+    it runs on every x86-64 CPU (VNNI or not); the guard measures the accuracy it costs.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for source in fp32_files:
+        target = out_dir / source.name.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        outputs.append(target)
+    return outputs
+
+
+# --- OpenVINO -----------------------------------------------------------------------------------
+def convert_openvino(onnx_files: list[Path], out_dir: Path) -> list[Path]:
+    """OpenVINO IR (.xml + .bin) from the fp32 ONNX graphs, weights kept fp32 (the precision is
+    chosen when the model is compiled, from the CPU's capabilities and the recorded hint)."""
+    import openvino as ov
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for source in onnx_files:
+        xml = out_dir / source.name.replace(".onnx", ".xml")
+        ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)
+        outputs += [xml, xml.with_suffix(".bin")]
+    return outputs
