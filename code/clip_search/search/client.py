@@ -85,6 +85,7 @@ class SearchClient:
             report.errors.extend(result.errors)
             bar.update(len(batch))
         bar.close()
+        self.index.refresh()
         return report
 
     def _embed_batch(self, batch: list[Product], titles: bool, precomputed: dict | None):

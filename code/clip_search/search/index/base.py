@@ -64,6 +64,9 @@ class VectorIndex(ABC):
     def drop(self) -> None:
         """Delete the index and everything in it."""
 
+    def refresh(self) -> None:
+        """Make everything upserted so far visible to searches (a no-op where writes are visible at once)."""
+
     def close(self) -> None:
         pass
 

@@ -1,0 +1,276 @@
+"""OpenSearch k-NN backend (self-managed clusters and Amazon OpenSearch Service).
+
+The mapping names its engine and space type explicitly: the reference sample relied on defaults,
+and OpenSearch changed them (nmslib was the default engine; it is deprecated since 2.19 and faiss is
+the default since 2.18). We use faiss HNSW with `innerproduct` over L2-normalised vectors (= cosine),
+which supports efficient filtering (2.9+). Product ids are document ids, so re-indexing is
+idempotent. Scores are converted to cosine similarity (see clip_search.search.scores).
+
+Connection settings come from the environment so secrets never appear on a command line:
+  OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD  basic auth (self-managed clusters)
+  OPENSEARCH_AUTH=sigv4 (automatic for *.es.amazonaws.com / *.aoss.amazonaws.com hosts)
+      SigV4 with the default AWS credential chain; region from AWS_REGION / AWS_DEFAULT_REGION or
+      the host name; service `es` (or `aoss` for OpenSearch Serverless hosts)
+  OPENSEARCH_CA_CERTS        CA bundle for self-signed clusters
+  OPENSEARCH_VERIFY_CERTS=false  turn TLS verification off (on by default; loudly warned)
+"""
+import logging
+import os
+import re
+from typing import Iterable
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from clip_search.search.errors import IndexNotFoundError, SearchError
+from clip_search.search.filters import normalise_filters
+from clip_search.search.index.base import FIELDS, IMAGE, IndexInfo, UpsertReport, VectorIndex, as_query_vector
+from clip_search.search.records import EmbeddedProduct, Hit
+from clip_search.search.scores import cosine_from_opensearch
+
+logger = logging.getLogger(__name__)
+
+VECTOR_FIELDS = {"image": "image_embedding", "title": "title_embedding"}
+DEFAULT_ENGINE, DEFAULT_SPACE = "faiss", "innerproduct"
+HNSW_PARAMETERS = {"m": 16, "ef_construction": 128}
+META_KEY = "clip_search"
+AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value).strip().lower() not in ("0", "false", "no", "off")
+
+
+def build_client(url: str, timeout: float = 60):
+    """An opensearch-py client for the cluster at `url` (path ignored), auth from the environment."""
+    from opensearchpy import OpenSearch, RequestsHttpConnection
+
+    parts = urlsplit(url)
+    use_ssl = parts.scheme == "https"
+    port = parts.port or (443 if use_ssl else 9200)
+    options = {"hosts": [{"host": parts.hostname, "port": port}], "use_ssl": use_ssl, "timeout": timeout,
+               "connection_class": RequestsHttpConnection, "http_compress": True}
+    if use_ssl:
+        verify = _truthy(os.environ.get("OPENSEARCH_VERIFY_CERTS", "true"))
+        options["verify_certs"] = verify
+        if not verify:
+            logger.warning("TLS CERTIFICATE VERIFICATION IS OFF for %s (OPENSEARCH_VERIFY_CERTS=false)", parts.hostname)
+            options["ssl_show_warn"] = False
+        if os.environ.get("OPENSEARCH_CA_CERTS"):
+            options["ca_certs"] = os.environ["OPENSEARCH_CA_CERTS"]
+    if parts.username or parts.password:
+        raise SearchError("put OpenSearch credentials in OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD, not in the URL")
+    auth_mode = os.environ.get("OPENSEARCH_AUTH", "").lower()
+    aws_host = AWS_HOST.search(parts.hostname or "")
+    if os.environ.get("OPENSEARCH_USERNAME"):
+        options["http_auth"] = (os.environ["OPENSEARCH_USERNAME"], os.environ.get("OPENSEARCH_PASSWORD", ""))
+    elif auth_mode == "sigv4" or (aws_host and auth_mode != "none"):
+        options["http_auth"] = _sigv4_auth(aws_host)
+    return OpenSearch(**options)
+
+
+def _sigv4_auth(aws_host):
+    import boto3
+    from opensearchpy import AWSV4SignerAuth
+
+    session = boto3.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise SearchError("SigV4 auth needs AWS credentials (none found in the default credential chain)")
+    region = (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
+              or (aws_host.group("region") if aws_host else None))
+    if not region:
+        raise SearchError("SigV4 auth needs a region: set AWS_REGION")
+    service = aws_host.group("service") if aws_host else os.environ.get("OPENSEARCH_SERVICE", "es")
+    return AWSV4SignerAuth(credentials, region, service)
+
+
+class OpenSearchIndex(VectorIndex):
+    backend = "opensearch"
+
+    def __init__(self, client, name: str, location: str, engine: str = DEFAULT_ENGINE,
+                 space_type: str = DEFAULT_SPACE, shards: int = 1, replicas: int | None = None,
+                 chunk_size: int = 200, max_retries: int = 5, initial_backoff: float = 2.0):
+        super().__init__(location)
+        self.client, self.name = client, name
+        self.engine, self.space_type = engine, space_type
+        self.shards, self.replicas = shards, replicas
+        self.chunk_size, self.max_retries, self.initial_backoff = chunk_size, max_retries, initial_backoff
+        self._info: IndexInfo | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options) -> "OpenSearchIndex":
+        parts = urlsplit(url)
+        name = parts.path.strip("/")
+        if not name or "/" in name:
+            raise SearchError(f"OpenSearch location {url} must end in the index name, e.g. https://host:9200/products")
+        return cls(build_client(url), name, url, **options)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def mapping(self, dim: int, model_id: str, encoder: dict | None) -> dict:
+        method = {"name": "hnsw", "engine": self.engine, "space_type": self.space_type, "parameters": dict(HNSW_PARAMETERS)}
+        vector = {"type": "knn_vector", "dimension": int(dim), "method": method}
+        settings = {"knn": True, "number_of_shards": self.shards}
+        if self.replicas is not None:
+            settings["number_of_replicas"] = self.replicas
+        return {
+            "settings": {"index": settings},
+            "mappings": {
+                "_meta": {META_KEY: {"model_id": model_id, "dim": int(dim), "encoder": encoder or {},
+                                     "engine": self.engine, "space_type": self.space_type}},
+                # Metadata strings are exact-match keywords, so `--filter brand=Acme` is a term query.
+                "dynamic_templates": [{"metadata_strings": {
+                    "path_match": "metadata.*", "match_mapping_type": "string", "mapping": {"type": "keyword"}}}],
+                "properties": {
+                    "product_id": {"type": "keyword"},
+                    "title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
+                    "image": {"type": "keyword", "index": False},
+                    "metadata": {"type": "object"},
+                    VECTOR_FIELDS["image"]: vector,
+                    VECTOR_FIELDS["title"]: dict(vector),
+                },
+            },
+        }
+
+    def info(self) -> IndexInfo | None:
+        from opensearchpy.exceptions import NotFoundError
+
+        if self._info is not None:
+            return self._info
+        try:
+            mapping = self.client.indices.get_mapping(index=self.name)
+        except NotFoundError:
+            return None
+        except Exception as error:
+            raise SearchError(f"OpenSearch {self.location}: {error}") from None
+        mappings = next(iter(mapping.values()))["mappings"]
+        meta = mappings.get("_meta", {}).get(META_KEY)
+        if meta is None:
+            raise SearchError(f"OpenSearch index {self.name} was not made by clip-search (no _meta.{META_KEY})")
+        self.engine, self.space_type = meta["engine"], meta["space_type"]
+        self._info = IndexInfo(meta["model_id"], meta["dim"], self.backend, 0,
+                               {"encoder": meta.get("encoder") or {}, "engine": self.engine, "space_type": self.space_type})
+        return self._info
+
+    def create(self, dim: int, model_id: str, encoder: dict | None = None) -> None:
+        from opensearchpy.exceptions import RequestError
+
+        try:
+            self.client.indices.create(index=self.name, body=self.mapping(dim, model_id, encoder))
+        except RequestError as error:
+            if error.error != "resource_already_exists_exception":
+                raise SearchError(f"creating OpenSearch index {self.name}: {error.info}") from None
+        self._info = None
+        self.check_model(self.info(), model_id, dim)
+
+    def drop(self) -> None:
+        self.client.indices.delete(index=self.name, ignore=[404])
+        self._info = None
+
+    def count(self) -> int:
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            self.client.indices.refresh(index=self.name)
+            return int(self.client.count(index=self.name)["count"])
+        except NotFoundError:
+            return 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- writes ------------------------------------------------------------------------------
+    def _actions(self, items: Iterable[EmbeddedProduct]):
+        for item in items:
+            product = item.product
+            source = {"product_id": product.id, "title": product.title, "image": product.image,
+                      "metadata": product.metadata}
+            for field, vector in (("image", item.image_embedding), ("title", item.title_embedding)):
+                if vector is not None:
+                    source[VECTOR_FIELDS[field]] = [float(v) for v in np.asarray(vector, dtype=np.float32)]
+            yield {"_op_type": "index", "_index": self.name, "_id": product.id, "_source": source}
+
+    def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
+        """Bulk index with opensearch-py's streaming_bulk: documents rejected with 429 (and whole
+        bulk requests rejected with 429) are retried with exponential backoff; other per-item
+        failures are reported, not raised, so one bad product does not stop a catalogue."""
+        from opensearchpy import helpers
+        from opensearchpy.exceptions import TransportError
+
+        report = UpsertReport()
+        try:
+            for ok, result in helpers.streaming_bulk(
+                self.client, self._actions(items), chunk_size=self.chunk_size, max_retries=self.max_retries,
+                initial_backoff=self.initial_backoff, max_backoff=60, raise_on_error=False,
+                raise_on_exception=False,
+            ):
+                outcome = next(iter(result.values()))
+                if ok:
+                    report.indexed += 1
+                else:
+                    error = outcome.get("error", {})
+                    reason = error.get("reason", error) if isinstance(error, dict) else error
+                    kind = error.get("type", "") if isinstance(error, dict) else ""
+                    report.errors.append((str(outcome.get("_id")), f"HTTP {outcome.get('status')} {kind}: {reason}".strip()))
+        except TransportError as error:
+            raise SearchError(f"bulk indexing into {self.location} failed: HTTP {error.status_code} {error.error}") from None
+        return report
+
+    # --- reads -------------------------------------------------------------------------------
+    def _filter_query(self, filters: dict[str, list[str]]) -> dict | None:
+        if not filters:
+            return None
+        clauses = []
+        for field, values in filters.items():
+            target = {"id": "product_id", "title": "title.raw"}.get(field, f"metadata.{field}")
+            clauses.append({"terms": {target: values}})
+        return {"bool": {"filter": clauses}}
+
+    def _knn(self, field: str, vector: np.ndarray, k: int, filter_query: dict | None) -> dict:
+        clause = {"vector": [float(v) for v in vector], "k": k}
+        if filter_query is not None:
+            clause["filter"] = filter_query  # efficient filtering: top k among the matching products
+        return {"knn": {VECTOR_FIELDS[field]: clause}}
+
+    def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
+               keywords: str | None = None) -> list[Hit]:
+        info = self.info()
+        if info is None:
+            raise IndexNotFoundError(f"no OpenSearch index {self.name} at {self.location}")
+        vector = as_query_vector(vector, info.dim)
+        filter_query = self._filter_query(normalise_filters(filters))
+        knns = [self._knn(field, vector, k, filter_query) for field in fields]
+        # dis_max keeps the better field's score: the best of image and title similarity counts.
+        query = knns[0] if len(knns) == 1 else {"dis_max": {"queries": knns}}
+        excludes = list(VECTOR_FIELDS.values())
+        if keywords:
+            # Hybrid: keyword match on the title plus k-NN; ranking by OpenSearch's summed score,
+            # the reported score stays the cosine similarity, computed from the returned vectors.
+            bool_query = {"should": [{"match": {"title": keywords}}, query]}
+            if filter_query is not None:
+                bool_query["filter"] = [filter_query]
+            query = {"bool": bool_query}
+            excludes = []
+        body = {"size": k, "query": query, "_source": {"excludes": excludes}}
+        try:
+            response = self.client.search(index=self.name, body=body)
+        except Exception as error:
+            raise SearchError(f"OpenSearch search on {self.location} failed: {error}") from None
+        hits = []
+        for hit in response["hits"]["hits"]:
+            source = hit["_source"]
+            if keywords:
+                stored = [np.asarray(source.pop(VECTOR_FIELDS[f]), np.float32) for f in fields if source.get(VECTOR_FIELDS[f])]
+                for name in VECTOR_FIELDS.values():
+                    source.pop(name, None)
+                score = max((float(vector @ s) for s in stored), default=float("nan"))
+            else:
+                score = cosine_from_opensearch(hit["_score"], self.engine, self.space_type)
+            extra = dict(source.get("metadata") or {})
+            if source.get("image"):
+                extra.setdefault("image", source["image"])
+            hits.append(Hit(source.get("product_id", hit["_id"]), score, source.get("title") or "", extra))
+        return hits
+
+    def refresh(self) -> None:
+        self.client.indices.refresh(index=self.name)
