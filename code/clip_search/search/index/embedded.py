@@ -109,6 +109,11 @@ class EmbeddedIndex(VectorIndex):
             if all(v is None for v in vectors.values()):
                 report.errors.append((product.id, "no embedding"))
                 continue
+            try:
+                vectors = {f: None if v is None else as_query_vector(v, dim) for f, v in vectors.items()}
+            except ValueError as error:
+                report.errors.append((product.id, str(error)))
+                continue
             if product.id in pending:  # the same id twice in one batch: the later one wins
                 dead_now.append(len(self._rows) + pending[product.id])
             elif product.id in self._row_of:
@@ -118,7 +123,7 @@ class EmbeddedIndex(VectorIndex):
                              "metadata": product.metadata})
             for field, vector in vectors.items():
                 has[field].append(vector is not None)
-                batch[field].append(np.zeros(dim, np.float32) if vector is None else as_query_vector(vector, dim))
+                batch[field].append(np.zeros(dim, np.float32) if vector is None else vector)
             report.indexed += 1
         if not new_rows:
             return report

@@ -1,0 +1,106 @@
+"""The contract every backend keeps (embedded, OpenSearch via the stand-in or live, pgvector)."""
+import numpy as np
+import pytest
+
+from clip_search.search.errors import ModelMismatchError
+from clip_search.search.records import EmbeddedProduct, Product
+from tests.search.conftest import unit
+
+DIM = 8
+
+
+@pytest.fixture
+def vectors():
+    return unit(np.random.default_rng(7).standard_normal((20, DIM)))
+
+
+def products(vectors, titles=None):
+    items = []
+    for i, vector in enumerate(vectors):
+        colour = ["red", "blue"][i % 2]
+        items.append(EmbeddedProduct(Product(f"p{i}", f"{colour} shoe {i}", f"/img/{i}.jpg",
+                                             {"colour": colour, "size": i % 3}),
+                                     vector, None if titles is None else titles[i]))
+    return items
+
+
+def test_nearest_first_with_cosine_scores(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    assert index.upsert(products(vectors)).indexed == 20
+    index.refresh()
+    query = unit(vectors[3] + 0.05 * vectors[4])
+    hits = index.search(query, k=5, fields=("image",))
+    expected = np.argsort(-(vectors @ query))[:5]
+    assert [hit.id for hit in hits] == [f"p{i}" for i in expected]
+    assert hits[0].score == pytest.approx(float(vectors[expected[0]] @ query), abs=1e-4)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert hits[0].title == f"{['red', 'blue'][expected[0] % 2]} shoe {expected[0]}"
+    assert hits[0].metadata["image"] == f"/img/{expected[0]}.jpg"
+
+
+def test_metadata_filters(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    index.upsert(products(vectors))
+    index.refresh()
+    hits = index.search(vectors[0], k=10, filters={"colour": "blue"}, fields=("image",))
+    assert hits and all(hit.metadata["colour"] == "blue" for hit in hits)
+    assert "p0" not in [hit.id for hit in hits]  # p0 is red: filtered out although it is the best match
+    both = index.search(vectors[0], k=20, filters={"colour": ["blue"], "size": ["1"]}, fields=("image",))
+    assert {hit.id for hit in both} == {f"p{i}" for i in range(20) if i % 2 == 1 and i % 3 == 1}
+
+
+def test_upsert_by_id_is_idempotent_and_replaces(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    index.upsert(products(vectors))
+    index.upsert(products(vectors))  # re-indexing the same catalogue adds nothing
+    index.refresh()
+    assert index.count() == 20
+    moved = EmbeddedProduct(Product("p0", "green boot", None, {"colour": "green"}), vectors[5], None)
+    index.upsert([moved])
+    index.refresh()
+    assert index.count() == 20
+    hits = index.search(vectors[5], k=2, fields=("image",))
+    assert {hit.id for hit in hits} == {"p0", "p5"}
+    p0 = next(hit for hit in hits if hit.id == "p0")
+    assert p0.title == "green boot" and p0.metadata["colour"] == "green"
+    assert index.search(vectors[0], k=1, fields=("image",))[0].id != "p0" or index.search(vectors[0], k=1, fields=("image",))[0].score < 0.99
+
+
+def test_best_of_image_and_title_counts(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    titles = np.roll(vectors, 1, axis=0)  # product i's title embedding = vector i-1
+    index.upsert(products(vectors, titles))
+    index.refresh()
+    hits = index.search(vectors[7], k=2)  # matches p7's image and p8's title equally
+    assert {hit.id for hit in hits} == {"p7", "p8"}
+    assert all(hit.score == pytest.approx(1.0, abs=1e-4) for hit in hits)
+    title_only = index.search(vectors[7], k=1, fields=("title",))
+    assert title_only[0].id == "p8"
+
+
+def test_remembers_model_and_refuses_another(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a", {"model": "/models/a.tar.gz"})
+    info = index.info()
+    assert (info.model_id, info.dim) == ("model-a", DIM)
+    assert info.extra["encoder"] == {"model": "/models/a.tar.gz"}
+    with pytest.raises(ModelMismatchError, match="model-a"):
+        index.ensure(DIM, "model-b")
+    with pytest.raises(ModelMismatchError):
+        index.ensure(DIM + 1, "model-a")
+
+
+def test_wrong_dimension_is_reported_per_product(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    bad = EmbeddedProduct(Product("bad", "x"), np.ones(DIM - 1, np.float32) / 3, None)
+    good = products(vectors[:2])
+    report = index.upsert([good[0], bad, good[1]])
+    index.refresh()
+    assert report.indexed == 2
+    assert [product_id for product_id, _ in report.errors] == ["bad"]
+    assert index.count() == 2
