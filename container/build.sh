@@ -35,8 +35,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 BUILD="$HERE/.build"
-rm -rf "$BUILD/wheelhouse"
-mkdir -p "$BUILD/wheelhouse"
+rm -rf "$BUILD/wheelhouse" "$BUILD/project"
+mkdir -p "$BUILD/wheelhouse" "$BUILD/project"
 cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
 
 if [[ "$MODE" == offline ]]; then
@@ -47,6 +47,18 @@ else
     "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD/wheelhouse" "$REPO"
     offline=0
 fi
+# The project's wheel goes in its own layer (see the Dockerfile).
+mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
+"$PYTHON" - "$BUILD"/project/clip_search-*.whl > "$BUILD/requirements.txt" <<'PY'
+import sys, zipfile
+from email.parser import Parser
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    metadata = Parser().parsestr(wheel.read(name).decode())
+for requirement in metadata.get_all("Requires-Dist") or []:
+    if "extra ==" not in requirement:  # the image serves: core requirements only
+        print(requirement)
+PY
 
 # --network host: this machine's dockerd runs with --bridge=none; apt inside the build needs a network.
 "$DOCKER" build --network host \
