@@ -1,0 +1,1 @@
+"""clip-search performance benchmarks: `python -m benchmarks` (see run.py)."""

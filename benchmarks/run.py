@@ -1,0 +1,349 @@
+"""clip-search performance, side by side, in one run: `python -m benchmarks` (or benchmarks/run.py).
+
+1. encoder: images/s and texts/s at batch 1, 8, 32 for every runtime, min cosine to torch fp32
+2. server: the reference regime (one raw JPEG per /invocations, torch fp32) against JSON Lines batches
+   of 32 on the best runtime, through the native server (multi-model-server + our handler)
+3. query: text query -> embedding -> top-10 from the embedded index holding 100,000 products
+4. cold start: `clip-search serve` start to the first embedding, and the worker's RSS
+
+Full-size ViT-B-32 with seeded random weights (no download needed); artifacts are packaged once per
+runtime into --work and reused. `--quick` runs the tiny test model with short timings (CI smoke).
+Inputs are real product photos and titles (the grocery-store dataset beside the repo).
+"""
+import argparse
+import base64
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
+
+from clip_search.artifact import extract_artifact, package_model, verify_artifact  # noqa: E402
+from clip_search.encoder import ClipEncoder, configure_threads  # noqa: E402
+from clip_search.images import decode_image  # noqa: E402
+from clip_search.runtimes.guard import AccuracyGuardError  # noqa: E402
+from clip_search.runtimes.torch_runtime import TorchRuntime  # noqa: E402
+
+GROCERY = Path(os.environ.get("CLIP_SEARCH_GROCERY_DIR", REPO.parent / "shared" / "datasets" / "grocery-store"))
+RUNTIMES = ["torch", "onnx", "onnx-int8", "openvino"]
+BATCHES = (1, 8, 32)
+
+
+# --- inputs and artifacts -----------------------------------------------------------------------
+def load_inputs(count: int):
+    from clip_search.runtimes.guard import _titles
+
+    paths = sorted((GROCERY / "iconic-images-and-descriptions").rglob("*.jpg"))
+    paths += sorted((GROCERY / "val").rglob("*.jpg"))
+    paths = paths[:: max(1, len(paths) // count)][:count]
+    jpegs = [p.read_bytes() for p in paths]
+    titles = sorted(set(t for t in _titles(GROCERY / "iconic-images-and-descriptions") if len(t) < 120))
+    return jpegs, titles
+
+
+def artifacts(args) -> dict:
+    """runtime -> extracted model dir (packaged once into --work), or the reason it is missing."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for runtime in args.runtimes:
+        name = "test-model" if args.quick else f"{args.arch}-random"
+        tar = work / f"{name}-{runtime}.tar.gz"
+        if not tar.exists():
+            print(f"packaging {tar.name} (once; reused next run) ...", flush=True)
+            try:
+                package_model(tar, arch=args.arch, test_model=args.quick, random_weights=True, runtime=runtime)
+            except AccuracyGuardError as error:
+                found[runtime] = f"refused by the accuracy guard: {error}"
+                continue
+        found[runtime] = extract_artifact(tar)
+    return found
+
+
+# --- timing -------------------------------------------------------------------------------------
+def timed(fn, budget: float, min_runs: int = 2) -> list[float]:
+    fn()  # warm-up: first calls allocate and pick kernels
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < budget:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def per_second(times: list[float], items: int) -> float:
+    return items / statistics.median(times)
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1e3, q))
+
+
+def table(title: str, header: list[str], rows: list[list], ref: int = 0, ratio_cols=()) -> None:
+    """Print rows; columns in ratio_cols also get 'x.x×' relative to row `ref` (higher = better)."""
+    out = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            text = f"{cell:.4g}" if isinstance(cell, float) else str(cell)
+            if i in ratio_cols and isinstance(cell, float) and isinstance(rows[ref][i], float) and rows[ref][i]:
+                text += f" ({cell / rows[ref][i]:.1f}x)"
+            cells.append(text)
+        out.append(cells)
+    widths = [max(len(str(h)), *(len(r[i]) for r in out)) for i, h in enumerate(header)]
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for cells in out:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |")
+    sys.stdout.flush()
+
+
+# --- 1. encoder ---------------------------------------------------------------------------------
+def encoder_rows(args, models, jpegs, titles, threads):
+    reference_dir = models["torch"]
+    base = ClipEncoder(reference_dir, verify_artifact(reference_dir), runtime=_eager(reference_dir), threads=threads)
+    pixels = base.preprocess_images([decode_image(j) for j in jpegs[:32]])
+    texts = titles[:32]
+    ref_img, ref_txt = base.encode_pixels(pixels), base.encode_texts(texts)
+    candidates = [("torch fp32 eager (reference)", base)]
+    candidates.append(("torch fp32, text trimmed", ClipEncoder.from_artifact(reference_dir, runtime="torch", threads=threads)))
+    for runtime in RUNTIMES[1:]:
+        if runtime in models and not isinstance(models[runtime], str):
+            enc = ClipEncoder.from_artifact(models[runtime], runtime=runtime, threads=threads)
+            label = {"onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime dynamic int8"}.get(runtime)
+            label = label or f"OpenVINO ({getattr(enc.runtime, 'precision', '?')})"
+            candidates.append((label, enc))
+    rows, best = [], None
+    for label, enc in candidates:
+        assert enc.runtime.name != "torch" or label.startswith("torch"), f"{label} fell back to torch"
+        row = [label]
+        for b in BATCHES:
+            row.append(per_second(timed(lambda: enc.encode_pixels(pixels[:b]), args.budget), b))
+        for b in BATCHES:
+            row.append(per_second(timed(lambda: enc.encode_texts(texts[:b]), args.budget / 2), b))
+        single = timed(lambda: enc.encode_texts(texts[:1]), args.budget / 2, min_runs=5)
+        row.append(pct(single, 50))
+        cos_img = float(np.sum(enc.encode_pixels(pixels) * ref_img, axis=1).min())
+        cos_txt = float(np.sum(enc.encode_texts(texts) * ref_txt, axis=1).min())
+        row.append(f"{cos_img:.5f} / {cos_txt:.5f}")
+        rows.append(row)
+        within = cos_img >= 0.999 and cos_txt >= 0.998
+        if within and (best is None or row[3] > best[1]):
+            best = (enc, row[3], label)
+        print(f"  measured {label}", flush=True)
+    header = ["runtime", "img/s b1", "img/s b8", "img/s b32", "txt/s b1", "txt/s b8", "txt/s b32",
+              "text ms b1 p50", "min cos img / txt"]
+    table("1. encoder (in-process, preprocessed inputs)", header, rows, ratio_cols=range(1, 7))
+    return best
+
+
+def _eager(model_dir):
+    runtime = TorchRuntime.load(model_dir, verify_artifact(model_dir), 0)
+    runtime.trims_text = False  # the reference sample pads every text to the full 77 tokens
+    return runtime
+
+
+# --- 2. server ----------------------------------------------------------------------------------
+def server_rows(args, models, best_runtime, best_enc, jpegs):
+    import requests
+
+    from clip_search.serving.server import ModelServer
+
+    rows = []
+    n_ref = 8 if args.quick else 32
+    with ModelServer(models["torch"]) as server, requests.Session() as http:
+        def one_by_one():
+            for jpeg in jpegs[:n_ref]:
+                r = http.post(server.url + "/invocations", data=jpeg, headers={"Content-Type": "image/jpeg"})
+                r.raise_for_status()
+        rows.append(["reference: 1 raw JPEG per request, torch fp32", per_second(timed(one_by_one, 0, 1), n_ref), "", ""])
+    batch = jpegs[:32]
+    body = "\n".join(json.dumps({"id": i, "image": base64.b64encode(j).decode()}) for i, j in enumerate(batch))
+    with ModelServer(models[best_runtime]) as server, requests.Session() as http:
+        def batched():
+            r = http.post(server.url + "/invocations", data=body.encode(),
+                          headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"})
+            r.raise_for_status()
+            assert len(r.text.splitlines()) == len(batch)
+        server_times = timed(batched, args.budget * 2, 3)
+    model_times = timed(lambda: best_enc.encode_images([decode_image(j) for j in batch]), args.budget * 2, 3)
+    server_rate, model_rate = per_second(server_times, len(batch)), per_second(model_times, len(batch))
+    overhead = statistics.median(server_times) / statistics.median(model_times) - 1
+    rows.append([f"JSON Lines batches of 32, {best_runtime}", server_rate, f"{model_rate:.4g}",
+                 f"{overhead * 100:+.1f}%"])
+    table("2. server (native MMS, images/s incl. JPEG decode)",
+          ["path", "images/s", "in-process decode+encode img/s", "server overhead"], rows, ratio_cols=(1,))
+
+
+# --- 3. query -----------------------------------------------------------------------------------
+def query_rows(args, best_enc, titles):
+    rows_n = args.rows
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((rows_n, best_enc.dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    search, backend = _embedded_index(args, vectors)
+    queries = [t.split(".")[0][:60] for t in titles][:200] or ["milk"]
+    for q in queries[:5]:
+        search(best_enc.encode_texts([q])[0])
+    enc_t, rt_t = [], []
+    deadline = time.perf_counter() + args.budget * 3
+    i = 0
+    while time.perf_counter() < deadline or i < 50:
+        q = queries[i % len(queries)]
+        t0 = time.perf_counter()
+        vector = best_enc.encode_texts([q])[0]
+        t1 = time.perf_counter()
+        hits = search(vector)
+        t2 = time.perf_counter()
+        assert len(hits) == 10
+        enc_t.append(t1 - t0)
+        rt_t.append(t2 - t0)
+        i += 1
+    table(f"3. query: text -> embedding -> top-10 of {rows_n:,} products ({backend}), {i} queries",
+          ["step", "p50 ms", "p99 ms"],
+          [["encode text", pct(enc_t, 50), pct(enc_t, 99)], ["encode + search", pct(rt_t, 50), pct(rt_t, 99)]])
+
+
+def _embedded_index(args, vectors):
+    """The product's embedded index when present (search engineer's module), else exact numpy."""
+    try:
+        from clip_search.search.index.embedded import EmbeddedIndex
+        from clip_search.search.records import EmbeddedProduct, Product
+    except ImportError:
+        return (lambda v: np.argpartition(-(vectors @ v), 10)[:10]), "exact numpy matmul (no embedded index)"
+    path = Path(args.work) / f"index-{len(vectors)}-{vectors.shape[1]}"
+    index = EmbeddedIndex(path)
+    if index.info() is None or index.count() != len(vectors):
+        print(f"building the embedded index of {len(vectors):,} rows (once) ...", flush=True)
+        index.drop()
+        index.create(vectors.shape[1], "benchmark/random")
+        for start in range(0, len(vectors), 10_000):
+            index.upsert(EmbeddedProduct(Product(id=f"p{i}", title=f"product {i}"), vectors[i])
+                         for i in range(start, min(start + 10_000, len(vectors))))
+        index = EmbeddedIndex(path)
+    kind = "HNSW" if index.is_approximate else "exact"
+    return (lambda v: index.search(v, k=10)), f"embedded index, {kind}"
+
+
+# --- 4. cold start ------------------------------------------------------------------------------
+def cold_rows(args, models, runtimes):
+    import psutil
+    import requests
+
+    from clip_search.serving.server import free_port
+
+    rows = []
+    for runtime in runtimes:
+        port = free_port()
+        start = time.perf_counter()
+        process = subprocess.Popen([str(Path(sys.executable).parent / "clip-search"), "serve", "--model", str(models[runtime]),
+                                    "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True, env=dict(os.environ, PYTHONPATH=str(REPO / "code")))
+        try:
+            elapsed = None
+            while time.perf_counter() - start < 180 and process.poll() is None:
+                try:
+                    r = requests.post(f"http://127.0.0.1:{port}/invocations", data=b"milk", timeout=30,
+                                      headers={"Content-Type": "text/plain"})
+                    if r.status_code == 200:
+                        elapsed = time.perf_counter() - start
+                        break
+                except requests.ConnectionError:
+                    pass
+                time.sleep(0.05)
+            workers, java = _rss(psutil.Process(process.pid))
+            rows.append([runtime, elapsed if elapsed else "no answer", workers / 2**20, java / 2**20])
+        finally:
+            import signal
+
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    table("4. cold start (`clip-search serve --model DIR`, extracted artifact as in /opt/ml/model)",
+          ["runtime", "start -> first embedding s", "worker RSS MiB", "MMS front end (Java) RSS MiB"], rows)
+
+
+def _rss(root):
+    workers = java = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            cmd = " ".join(proc.cmdline())
+            rss = proc.memory_info().rss
+        except Exception:  # noqa: BLE001 - a process may exit while we look
+            continue
+        if "java" in cmd:
+            java += rss
+        elif "service_worker" in cmd or "model_service_worker" in cmd:
+            workers += rss
+    return workers, java
+
+
+# --- main ---------------------------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--random-weights", action="store_true", default=True,
+                        help="full-size --arch with seeded random weights (the default: no download here)")
+    parser.add_argument("--quick", action="store_true", help="tiny test model, short timings (CI smoke)")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip-search-bench"),
+                        help="where packaged artifacts and the 100k index are kept between runs")
+    parser.add_argument("--sections", default="encoder,server,query,cold")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES))
+    parser.add_argument("--rows", type=int, default=100_000, help="products in the query benchmark's index")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    args.runtimes = [r for r in args.runtimes.split(",") if r]
+    if "torch" not in args.runtimes:
+        args.runtimes.insert(0, "torch")
+    if args.quick:
+        args.budget, args.rows = min(args.budget, 0.3), min(args.rows, 10_000)
+    sections = set(args.sections.split(","))
+    threads = configure_threads(args.threads)
+    load = os.getloadavg()
+    print(f"# clip-search benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {platform.processor() or platform.machine()}, {threads} threads, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; model: "
+          f"{'clip-search test model' if args.quick else args.arch + ' random weights'}; CPU flags: {_cpu_flags()}")
+    models = artifacts(args)
+    for runtime, value in models.items():
+        if isinstance(value, str):
+            print(f"  {runtime}: {value}")
+    jpegs, titles = load_inputs(64)
+    best = encoder_rows(args, models, jpegs, titles, threads) if sections & {"encoder", "server", "query"} else None
+    best_enc = best[0] if best else ClipEncoder.from_artifact(models["torch"], threads=threads)
+    best_runtime = best_enc.manifest.get("runtime", "torch") if best_enc.runtime.name != "torch" else "torch"
+    print(f"\nbest runtime within the accuracy guard: {best_runtime}")
+    if "server" in sections:
+        server_rows(args, models, best_runtime, best_enc, jpegs)
+    if "query" in sections:
+        query_rows(args, best_enc, titles)
+    if "cold" in sections:
+        cold_rows(args, models, ["torch"] + ([best_runtime] if best_runtime != "torch" else []))
+    load = os.getloadavg()
+    print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def _cpu_flags() -> str:
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"]
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
+
+
+if __name__ == "__main__":
+    main()
