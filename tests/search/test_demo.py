@@ -1,0 +1,33 @@
+"""`clip-search demo --test-model` end to end: real model server, real /invocations, embedded index."""
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.server
+def test_demo_runs_the_whole_path_offline(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_search.cli", "demo", "--test-model", "--workdir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "TEST MODEL" in out
+    assert "serving on http://127.0.0.1:" in out
+    assert "indexed 81 products" in out and "0 errors" in out
+    assert 'text  "green apple"' in out
+    table = out[out.index("recall@1"):]
+    assert "description -> product" in table and "81" in table
+    assert (tmp_path / "demo" / "index" / "index.json").is_file()
+
+
+def test_without_internet_the_demo_falls_back_loudly(tmp_path, monkeypatch, capsys):
+    import clip_search.demo as demo_module
+
+    monkeypatch.setattr(demo_module, "WEIGHTS_HOST", "weights.invalid")  # unresolvable, like offline
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model, is_test = demo_module.package(tmp_path, test_model=False)
+    assert is_test and model.is_file()
+    err = capsys.readouterr().err
+    assert "COULD NOT DOWNLOAD THE REAL ViT-B-32 WEIGHTS" in err and "FALLING BACK TO THE TINY TEST MODEL" in err
