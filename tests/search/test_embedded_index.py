@@ -21,6 +21,7 @@ def test_survives_a_restart(tmp_path):
     index.ensure(DIM, "m", {"model": "/m.tar.gz"})
     index.upsert(_items(vectors))
     before = index.search(vectors[9], k=5, filters={"group": "1"})
+    index.close()
     reopened = EmbeddedIndex(tmp_path / "ix")
     assert reopened.info().model_id == "m" and reopened.info().extra["encoder"] == {"model": "/m.tar.gz"}
     assert reopened.count() == 50
@@ -36,6 +37,7 @@ def test_switches_to_hnsw_above_threshold_and_keeps_recall(tmp_path):
     index.upsert(_items(vectors[:800]))
     assert not index.is_approximate
     index.upsert(_items(vectors[800:], start=800))
+    index.refresh()
     assert index.is_approximate and EmbeddedIndex(tmp_path / "ix").is_approximate
     queries = unit(vectors[:50] + 0.1 * rng.standard_normal((50, DIM)) / np.sqrt(DIM))
     found = 0
@@ -68,13 +70,15 @@ def test_a_crash_mid_save_keeps_the_previous_state(tmp_path, monkeypatch):
     index = EmbeddedIndex(tmp_path / "ix")
     index.ensure(DIM, "m")
     index.upsert(_items(vectors[:5]))
+    index.refresh()
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", crash)
+    index.upsert(_items(vectors[5:], start=5))
     with pytest.raises(OSError):
-        index.upsert(_items(vectors[5:], start=5))
+        index.refresh()
     monkeypatch.undo()
     reopened = EmbeddedIndex(tmp_path / "ix")
     assert reopened.count() == 5

@@ -9,11 +9,14 @@ Upserts never rewrite vectors in place (HNSW graphs cannot): a replaced product'
 dead and its new row appended; dead rows are excluded through faiss ID selectors and compacted away
 once they are a quarter of the rows. Each save writes a new generation folder and then points
 `index.json` at it with one atomic rename, so a crash mid-save leaves the previous state intact.
-One writer at a time (readers of a folder see the generation they opened).
+Upserts are saved by `refresh()`/`close()` (SearchClient calls them when a catalogue is done) and
+every AUTOSAVE_SECONDS during long runs. One writer at a time (readers of a folder see the
+generation they opened).
 """
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -34,6 +37,9 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 COMPACT_DEAD_FRACTION = 0.25
+# Saving rewrites the whole index (100k x 512 floats x 2 fields = 400 MB): do it when a catalogue
+# is done (refresh/close) and at most this often while a long one is being indexed.
+AUTOSAVE_SECONDS = 60
 
 
 def exact_max_rows() -> int:
@@ -54,6 +60,8 @@ class EmbeddedIndex(VectorIndex):
         self._faiss: dict[str, faiss.Index] = {}
         self._row_of: dict[str, int] = {}
         self._postings: dict[str, dict[str, np.ndarray]] = {}
+        self._dirty = False
+        self._last_save = time.monotonic()
         if (self.path / "index.json").exists():
             self._load()
 
@@ -140,8 +148,18 @@ class EmbeddedIndex(VectorIndex):
         if self._dead.sum() > COMPACT_DEAD_FRACTION * len(self._rows):
             self._compact()
         self._maybe_go_approximate()
-        self._save()
+        self._dirty = True
+        if time.monotonic() - self._last_save > AUTOSAVE_SECONDS:
+            self._save()
         return report
+
+    def refresh(self) -> None:
+        """Persist what was upserted (searches in this process see it already)."""
+        if self._dirty:
+            self._save()
+
+    def close(self) -> None:
+        self.refresh()
 
     def _maybe_go_approximate(self) -> None:
         if len(self._rows) <= self.exact_max_rows:
@@ -170,6 +188,19 @@ class EmbeddedIndex(VectorIndex):
         if filters:
             candidates = candidates & self._filter_mask(filters)
         best: dict[int, float] = {}
+        # One query runs on one thread anyway; an OpenMP team per call only adds barrier waits,
+        # which cost tens of ms on a busy machine (measured: 34 ms vs 2 ms at 10k rows).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            self._search_fields(query, k, fields, candidates, best)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        ranked = sorted(best.items(), key=lambda item: -item[1])[:k]
+        return [Hit(self._rows[row]["id"], score, self._rows[row]["title"] or "",
+                    _hit_metadata(self._rows[row])) for row, score in ranked]
+
+    def _search_fields(self, query, k, fields, candidates, best) -> None:
         for field in fields:
             allowed = candidates & self._has[field]
             n_allowed = int(allowed.sum())
@@ -178,9 +209,6 @@ class EmbeddedIndex(VectorIndex):
             for row, score in self._search_field(field, query, min(k, n_allowed), allowed, n_allowed):
                 if score > best.get(row, -np.inf):
                     best[row] = score
-        ranked = sorted(best.items(), key=lambda item: -item[1])[:k]
-        return [Hit(self._rows[row]["id"], score, self._rows[row]["title"] or "",
-                    _hit_metadata(self._rows[row])) for row, score in ranked]
 
     def _search_field(self, field, query, k, allowed, n_allowed):
         index = self._faiss[field]
@@ -249,6 +277,8 @@ class EmbeddedIndex(VectorIndex):
         os.replace(tmp_json, self.path / "index.json")
         if previous and previous != generation:
             shutil.rmtree(self.path / previous, ignore_errors=True)
+        self._dirty = False
+        self._last_save = time.monotonic()
 
     def _load(self) -> None:
         meta = json.loads((self.path / "index.json").read_text())
