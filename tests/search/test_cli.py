@@ -78,3 +78,29 @@ def test_usage_errors_are_clear(tmp_path):
     assert result.exit_code != 0 and "no encoder recorded" in result.output
     result = CliRunner().invoke(main, ["index", "--catalogue", str(CATALOGUE), "--index", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--model or --endpoint" in result.output
+
+
+def test_index_from_batch_transform_output(tmp_path, test_encoder, test_model_tar):
+    """Image embeddings from Batch Transform *.out files; queries then encoded by the model."""
+    from clip_search.images import decode_image
+    from clip_search.search.catalogue import read_catalogue
+
+    everything = list(read_catalogue(CATALOGUE))
+    products, failed = everything[:12], everything[-1]
+    vectors = test_encoder.encode_images([decode_image(open(p.image, "rb").read()) for p in products])
+    out_dir = tmp_path / "transform-output"
+    out_dir.mkdir()
+    lines = [json.dumps({"id": p.id, "embedding": v.tolist()}) for p, v in zip(products, vectors)]
+    lines.append(json.dumps({"id": failed.id, "error": "cannot decode image"}))
+    (out_dir / "products.jsonl.out").write_text("\n".join(lines))
+    catalogue = tmp_path / "subset.jsonl"
+    catalogue.write_text("".join(json.dumps({"id": p.id, "title": p.title, "image": p.image, **p.metadata}) + "\n"
+                                 for p in products + [failed]))
+    index = tmp_path / "from-transform"
+    result = CliRunner().invoke(main, ["index", "--catalogue", str(catalogue), "--index", str(index),
+                                       "--embeddings", str(out_dir), "--model-id", test_encoder.model_id, "--no-titles"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 12 of 13 products" in result.output and f"{failed.id}: cannot decode image" in result.output
+    photo = products[4].image
+    result = _search("--index", str(index), "--image", photo, "-k", "1", "--json", "--model", str(test_model_tar))
+    assert json.loads(result.output[result.output.index("["):])[0]["id"] == products[4].id
