@@ -8,6 +8,7 @@
 #                        (default https://download.pytorch.org/whl/cpu); the project wheel still
 #                        comes from the host.
 #   --tag TAG            image tag (default clip-search:latest)
+#   --no-cache           do not reuse Docker's build cache
 #   --base-image IMAGE   Debian bookworm base (default debian:bookworm-slim; on a machine with no
 #                        registry, run container/make_base_image.sh and pass local/debian:bookworm)
 # Env: DOCKER (default /usr/bin/docker), PYTHON (host python for the wheelhouse, default python3).
@@ -20,6 +21,7 @@ MODE=offline
 TAG=clip-search:latest
 BASE_IMAGE=debian:bookworm-slim
 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+NO_CACHE=()
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -28,7 +30,8 @@ while [[ $# -gt 0 ]]; do
         --tag) TAG="$2"; shift ;;
         --base-image) BASE_IMAGE="$2"; shift ;;
         --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --no-cache) NO_CACHE=(--no-cache) ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -61,7 +64,7 @@ for requirement in metadata.get_all("Requires-Dist") or []:
 PY
 
 # --network host: this machine's dockerd runs with --bridge=none; apt inside the build needs a network.
-"$DOCKER" build --network host \
+"$DOCKER" build --network host "${NO_CACHE[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --build-arg OFFLINE="$offline" \
     --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \

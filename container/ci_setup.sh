@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Everything CI needs for the container and SageMaker local-mode suites, from a bare machine:
+#   1. apt: docker.io, docker-compose (local mode), debootstrap (base image)
+#   2. dockerd (reused if /var/run/docker.sock already answers)
+#   3. the Debian base image, made locally (no registry reachable): make_base_image.sh
+#   4. the host wheelhouse + the image: build.sh --offline
+#   5. pytest -m "container or local_mode" tests/container tests/local_mode
+# Usage: PYTHON=/path/to/venv/bin/python container/ci_setup.sh [--no-tests] [--cached]
+#   --no-tests  stop after building the image
+#   --cached    reuse an existing base image and Docker's build cache (default in CI=true runs:
+#               rebuild both, so CI proves the image builds from nothing)
+# Env: PYTHON (the project's venv interpreter, default python3), CLIP_SEARCH_IMAGE (tag, default
+#      clip-search:latest), DOCKER (default /usr/bin/docker).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+export DOCKER="${DOCKER:-/usr/bin/docker}"
+export PYTHON="${PYTHON:-python3}"
+export CLIP_SEARCH_IMAGE="${CLIP_SEARCH_IMAGE:-clip-search:latest}"
+BASE_IMAGE=local/debian:bookworm
+RUN_TESTS=1
+CACHED=0
+for arg in "$@"; do
+    case "$arg" in
+        --no-tests) RUN_TESTS=0 ;;
+        --cached) CACHED=1 ;;
+        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+step_start=0
+step() { step_start=$SECONDS; echo "=== [container ci] $*"; }
+done_step() { echo "=== [container ci] done in $((SECONDS - step_start)) s"; }
+
+step "install docker.io, docker-compose, debootstrap"
+if ! { [[ -x "$DOCKER" ]] && command -v dockerd >/dev/null && command -v docker-compose >/dev/null \
+       && command -v debootstrap >/dev/null; }; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
+fi
+done_step
+
+step "start dockerd"
+if ! "$DOCKER" info >/dev/null 2>&1; then
+    # No iptables/default bridge here: containers use user-defined bridge networks (docker-proxy
+    # publishes their ports on loopback) or --network host. Both are what the tests use.
+    nohup dockerd --iptables=false --bridge=none >/tmp/clip-search-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 0.5; done
+    "$DOCKER" info >/dev/null 2>&1 || { tail -20 /tmp/clip-search-dockerd.log; exit 1; }
+fi
+done_step
+
+step "make base image $BASE_IMAGE"
+build_flags=()
+if [[ "$CACHED" == 0 ]]; then
+    "$DOCKER" image rm "$BASE_IMAGE" >/dev/null 2>&1 || true
+    build_flags+=(--no-cache)
+fi
+"$HERE/make_base_image.sh" "$BASE_IMAGE"
+done_step
+
+step "build wheelhouse and image $CLIP_SEARCH_IMAGE"
+"$HERE/build.sh" --offline --base-image "$BASE_IMAGE" --tag "$CLIP_SEARCH_IMAGE" "${build_flags[@]}" \
+    > /tmp/clip-search-image-build.log 2>&1 || { tail -40 /tmp/clip-search-image-build.log; exit 1; }
+tail -n1 /tmp/clip-search-image-build.log
+done_step
+
+if [[ "$RUN_TESTS" == 1 ]]; then
+    step "container and local-mode suites"
+    cd "$REPO"
+    "$PYTHON" -m pytest -m "container or local_mode" tests/container tests/local_mode -p no:cacheprovider
+    done_step
+fi
