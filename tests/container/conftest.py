@@ -4,12 +4,6 @@ import pytest
 from tests.container.docker_helpers import ServingContainer, problem
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/container/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(pytest.mark.container)
-
-
 @pytest.fixture(scope="session")
 def docker_ready():
     reason = problem()

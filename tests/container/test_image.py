@@ -5,6 +5,8 @@ import pytest
 
 from tests.container.docker_helpers import IMAGE, docker, image_size_bytes
 
+pytestmark = pytest.mark.container
+
 # Measured 1.71 GB (torch CPU ~0.7 GB, JRE ~0.18 GB); a CUDA torch alone would add ~3 GB.
 MAX_IMAGE_BYTES = 2_000_000_000
 

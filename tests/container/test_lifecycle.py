@@ -5,7 +5,9 @@ import time
 import pytest
 import requests
 
-from tests.container.docker_helpers import ServingContainer
+from tests.container.docker_helpers import ServingContainer, docker
+
+pytestmark = pytest.mark.container
 
 COLD_START_BUDGET_S = 60  # test model; measured ~9.5 s on 2 cores
 
@@ -64,8 +66,6 @@ def test_docker_stop_shuts_down_promptly(docker_ready, test_model_dir):
     with ServingContainer(test_model_dir) as container:
         container.wait_ready()
         started = time.monotonic()
-        from tests.container.docker_helpers import docker
-
         docker("stop", "-t", "30", container.name, timeout=60)
         took = time.monotonic() - started
         # SIGTERM reaches MMS and the Python worker; 30 s would mean Docker had to SIGKILL.
