@@ -93,7 +93,7 @@ def test_basic_auth_from_environment(monkeypatch):
         monkeypatch.setenv("OPENSEARCH_USERNAME", "admin")
         monkeypatch.setenv("OPENSEARCH_PASSWORD", "s3cret")
         _index(server.url + "/products").ensure(DIM, "m")
-        assert server.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
+        assert server.requests[-1]["headers"]["authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
     finally:
         server.stop()
 
@@ -104,16 +104,9 @@ def test_sigv4_signs_requests(standin, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     _index(standin.url + "/products").ensure(DIM, "m")
-    authorization = standin.requests[-1]["headers"]["Authorization"]
+    authorization = standin.requests[-1]["headers"]["authorization"]
     assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/es/aws4_request" in authorization
-
-
-def test_tls_verification_is_on_by_default():
-    from clip_search.search.index.opensearch import build_client
-
-    connection = build_client("https://search.example.com:443/products").transport.connection_pool.connections[0]
-    assert connection.session.verify not in (False, None)  # True or a CA bundle path
 
 
 def test_credentials_in_url_are_refused():
@@ -134,3 +127,25 @@ def test_standin_refuses_undocumented_requests(standin):
     answer = requests.post(standin.url + "/_bulk", data=b'{"index": {"_index": "x", "_id": "1"}}\n{}',
                            headers={"Content-Type": "application/x-ndjson"})
     assert answer.status_code == 400  # a bulk body must end with a newline
+
+
+def test_tls_is_verified_and_a_ca_bundle_can_be_given(tmp_path, monkeypatch):
+    import subprocess
+
+    from clip_search.search.errors import SearchError
+    from tests.standins.opensearch_standin import OpenSearchStandIn
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = OpenSearchStandIn(tls=(str(cert), str(key))).start()
+    try:
+        with pytest.raises(SearchError, match="(?i)certificate|ssl"):
+            _index(server.url + "/products").info()  # self-signed: refused by default
+        monkeypatch.setenv("OPENSEARCH_CA_CERTS", str(cert))
+        index = _index(server.url + "/products")
+        index.ensure(DIM, "m")
+        assert index.info().model_id == "m"
+    finally:
+        server.stop()

@@ -285,8 +285,16 @@ def _filter_source(source: dict, spec):
 class OpenSearchStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 0, credentials: tuple[str, str] | None = None):
+    def __init__(self, port: int = 0, credentials: tuple[str, str] | None = None, tls: tuple[str, str] | None = None):
         super().__init__(("127.0.0.1", port), _Handler)
+        self.scheme = "http"
+        if tls is not None:  # (certfile, keyfile): serve HTTPS like a secured cluster
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
         self.indices: dict[str, Index] = {}
         self.lock = threading.Lock()
         self.credentials = credentials
@@ -296,7 +304,7 @@ class OpenSearchStandIn(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> "OpenSearchStandIn":
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -332,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         parts = [p for p in path.split("/") if p]
         self.server.requests.append({"method": self.command, "path": path, "query": query,
-                                     "headers": dict(self.headers.items())})
+                                     "headers": {k.lower(): v for k, v in self.headers.items()}})  # names are case-insensitive
         try:
             self._authorise()
             with self.server.lock:

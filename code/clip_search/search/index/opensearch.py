@@ -9,7 +9,7 @@ idempotent. Scores are converted to cosine similarity (see clip_search.search.sc
 Connection settings come from the environment so secrets never appear on a command line:
   OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD  basic auth (self-managed clusters)
   OPENSEARCH_AUTH=sigv4 (automatic for *.es.amazonaws.com / *.aoss.amazonaws.com hosts)
-      SigV4 with the default AWS credential chain; region from AWS_REGION / AWS_DEFAULT_REGION or
+      SigV4 (opensearch-py's AWS signer) with the default AWS credential chain; region from AWS_REGION / AWS_DEFAULT_REGION or
       the host name; service `es` (or `aoss` for OpenSearch Serverless hosts)
   OPENSEARCH_CA_CERTS        CA bundle for self-signed clusters
   OPENSEARCH_VERIFY_CERTS=false  turn TLS verification off (on by default; loudly warned)
@@ -43,13 +43,15 @@ def _truthy(value: str | None) -> bool:
 
 def build_client(url: str, timeout: float = 60):
     """An opensearch-py client for the cluster at `url` (path ignored), auth from the environment."""
-    from opensearchpy import OpenSearch, RequestsHttpConnection
+    from opensearchpy import OpenSearch
 
     parts = urlsplit(url)
     use_ssl = parts.scheme == "https"
     port = parts.port or (443 if use_ssl else 9200)
+    # opensearch-py's default urllib3 connection: with the requests-based one, a REQUESTS_CA_BUNDLE
+    # in the environment silently overrides OPENSEARCH_CA_CERTS (requests prefers it per request).
     options = {"hosts": [{"host": parts.hostname, "port": port}], "use_ssl": use_ssl, "timeout": timeout,
-               "connection_class": RequestsHttpConnection, "http_compress": True}
+               "http_compress": True}
     if use_ssl:
         verify = _truthy(os.environ.get("OPENSEARCH_VERIFY_CERTS", "true"))
         options["verify_certs"] = verify
@@ -71,7 +73,8 @@ def build_client(url: str, timeout: float = 60):
 
 def _sigv4_auth(aws_host):
     import boto3
-    from opensearchpy import AWSV4SignerAuth
+    # The urllib3 flavour of opensearch-py's AWSV4SignerAuth, matching the client's default connection.
+    from opensearchpy import Urllib3AWSV4SignerAuth
 
     session = boto3.Session()
     credentials = session.get_credentials()
@@ -82,7 +85,7 @@ def _sigv4_auth(aws_host):
     if not region:
         raise SearchError("SigV4 auth needs a region: set AWS_REGION")
     service = aws_host.group("service") if aws_host else os.environ.get("OPENSEARCH_SERVICE", "es")
-    return AWSV4SignerAuth(credentials, region, service)
+    return Urllib3AWSV4SignerAuth(credentials, region, service)
 
 
 class OpenSearchIndex(VectorIndex):
