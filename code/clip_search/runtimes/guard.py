@@ -150,6 +150,7 @@ def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, t
         "min_cosine_text": round(float(cosines["text"].min()), 6),
         "mean_cosine_text": round(float(cosines["text"].mean()), 6),
         "thresholds": {"image": image_threshold, "text": text_threshold},
+        "cpu_flags": cpu_flags(),
         "measured_precision": getattr(candidate, "precision", None) or manifest.get("runtime_config", {}).get("precision"),
     }
     logger.info("accuracy guard for %s: %s", runtime, figures)
@@ -162,6 +163,17 @@ def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, t
             f"--runtime torch, onnx or openvino instead."
         )
     return figures
+
+
+def cpu_flags() -> str:
+    """The instruction sets that change int8/bf16 results, of the CPU the guard ran on."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(line for line in handle if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(flag for flag in wanted if flag in flags) or "no avx2"
 
 
 def _describe(root: Path) -> str:
