@@ -1,0 +1,165 @@
+"""`clip-search publish STEP` / `python -m model_build STEP`.
+
+Every setting is a flag, an environment variable (shown in --help) or a key of the config file
+given with --config / CLIP_SEARCH_PUBLISH_CONFIG. Outputs of each step are recorded in the state
+file (--state / CLIP_SEARCH_PUBLISH_STATE, default ./.clip-search-publish.json) and are the
+defaults of the next steps.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from model_build.config import FIELDS, State, load_config
+from model_build.errors import PublishError
+
+
+def settings(*names: str):
+    """Add a --flag for each named setting; the command receives `aws` and `state`."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            flags = {name: kwargs.pop(name) for name in list(kwargs) if name in FIELDS}
+            root = click.get_current_context().find_root().params
+            try:
+                config = load_config({"region": root.get("region"), **flags}, root.get("config_file"))
+                state = State(root.get("state_file"))
+                state.fill(config)
+                from model_build.aws import Aws
+
+                return command(*args, aws=Aws(config), state=state, **kwargs)
+            except PublishError as error:
+                raise click.ClickException(str(error)) from None
+            except Exception as error:  # botocore's: no credentials, access denied, throttled...
+                if type(error).__module__.startswith(("botocore", "boto3")):
+                    raise click.ClickException(f"AWS: {error}") from None
+                raise
+
+        for name in reversed(names):
+            field = FIELDS[name]
+            wrapper = click.option(f"--{name.replace('_', '-')}", name, type=field.metadata["kind"], default=None,
+                                   help=f"{field.metadata['help']} [env {field.metadata['env']}]"
+                                        + (f" [default: {field.default}]" if field.default is not None else ""))(wrapper)
+        return wrapper
+
+    return decorate
+
+
+@click.group("publish")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="CLIP_SEARCH_PUBLISH_CONFIG",
+              help="YAML or JSON file of settings (keys: the long flag names).")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), envvar="CLIP_SEARCH_PUBLISH_STATE",
+              help="Where step outputs are recorded [default: ./.clip-search-publish.json].")
+@click.option("--region", help="AWS region [env AWS_REGION / AWS_DEFAULT_REGION].")
+def publish(config_file, state_file, region):
+    """Ship the model to SageMaker: artifact, image, register, approve, endpoint, transform."""
+
+
+@publish.command("artifact")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An existing model.tar.gz (default: package one now).")
+@click.option("--arch", default=None, help="open_clip architecture to package (default ViT-B-32).")
+@click.option("--pretrained", default=None, help="open_clip pretrained tag (default laion2b_s34b_b79k).")
+@click.option("--random-weights", is_flag=True, help="Package the architecture with random weights.")
+@click.option("--test-model", is_flag=True, help="Package the tiny random test model.")
+@settings("bucket", "prefix")
+def artifact_command(model_path, arch, pretrained, random_weights, test_model, aws, state):
+    """Step 1: package the model and upload model.tar.gz to S3."""
+    from model_build.artifact import upload_artifact
+
+    options = {k: v for k, v in {"arch": arch, "pretrained": pretrained, "random_weights": random_weights,
+                                 "test_model": test_model}.items() if v}
+    uri = upload_artifact(aws, model_path, options, echo=click.echo)
+    state.record(model_data=uri)
+    click.echo(f"model_data={uri}")
+
+
+@publish.command("image")
+@click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
+@settings("repository", "image_tag", "local_image", "registry")
+def image_command(build_args, aws, state):
+    """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest."""
+    from model_build.image import push_image
+
+    uri = push_image(aws, build_args=list(build_args), echo=click.echo)
+    state.record(image_uri=uri)
+    click.echo(f"image_uri={uri}")
+
+
+@publish.command("register")
+@settings("image_uri", "model_data", "package_group", "approval_status", "inference_instances", "transform_instances")
+def register_command(aws, state):
+    """Step 3: create the model package group if missing and register a model package."""
+    from model_build.registry import register_model
+
+    arn = register_model(aws, echo=click.echo)
+    state.record(model_package_arn=arn)
+    click.echo(f"model_package_arn={arn}")
+
+
+@publish.command("approve")
+@click.option("--status", type=click.Choice(["Approved", "Rejected", "PendingManualApproval"]), default="Approved",
+              show_default=True)
+@settings("model_package_arn")
+def approve_command(status, aws, state):
+    """Set a model package's approval status (default: Approved)."""
+    from model_build.registry import approve
+
+    aws.config.require("model_package_arn")
+    approve(aws, aws.config.model_package_arn, status, echo=click.echo)
+
+
+@publish.command("endpoint")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the endpoint is InService.")
+@settings("model_package_arn", "image_uri", "model_data", "package_group", "role_arn", "endpoint_name",
+          "memory_mb", "max_concurrency", "poll_seconds")
+def endpoint_command(wait, aws, state):
+    """Step 4: create or update the serverless endpoint from the approved package."""
+    from model_build.endpoint import deploy_serverless
+
+    result = deploy_serverless(aws, wait=wait, echo=click.echo)
+    state.record(endpoint=result["endpoint"])
+    click.echo(f"endpoint={result['endpoint']}  (clip-search encode --endpoint {result['endpoint']} \"red apples\")")
+
+
+@publish.command("transform")
+@click.option("--catalogue", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Catalogue (.jsonl/.csv) to encode: written to S3 as JSON Lines shards.")
+@click.option("--images-prefix", help="Instead: an s3:// prefix of raw images (one request and one .out per image).")
+@click.option("--input-uri", help="Where the JSON Lines input goes [default: s3://BUCKET/PREFIX/transform/input/].")
+@click.option("--output-uri", help="Where the .out files go [default: s3://BUCKET/PREFIX/transform/output/JOB/].")
+@click.option("--download", "download_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Download the .out files here for `clip-search index --embeddings`.")
+@click.option("--job-name", help="Transform job name [default: derived from the model and input].")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@settings("bucket", "prefix", "model_package_arn", "image_uri", "model_data", "package_group", "role_arn",
+          "transform_instance_type", "transform_instance_count", "max_payload_mb", "max_concurrent_transforms",
+          "poll_seconds")
+def transform_command(catalogue, images_prefix, input_uri, output_uri, download_dir, job_name, wait, aws, state):
+    """Step 5: Batch Transform a catalogue (or raw images) into .out embedding files."""
+    from model_build.endpoint import ensure_model
+    from model_build.transform import collect_outputs, job_name_for, run_transform, upload_jsonl_input
+
+    if bool(catalogue) == bool(images_prefix):
+        raise click.UsageError("give exactly one of --catalogue FILE or --images-prefix s3://...")
+    config = aws.config
+    config.require("bucket")
+    aws.check_bucket(config.bucket)
+    model_name = ensure_model(aws, echo=click.echo)
+    base = f"s3://{config.bucket}/{config.prefix.strip('/')}/transform"
+    if catalogue:
+        input_uri = input_uri or f"{base}/input/{catalogue.stem}/"
+        upload_jsonl_input(aws, catalogue, input_uri, echo=click.echo)
+    else:
+        input_uri = images_prefix
+    job_name = job_name or job_name_for(model_name, input_uri)
+    output_uri = output_uri or f"{base}/output/{job_name}/"
+    run_transform(aws, model_name, input_uri, output_uri, raw_images=bool(images_prefix), job_name=job_name,
+                  wait=wait, echo=click.echo)
+    state.record(transform_output=output_uri)
+    if wait and download_dir:
+        collect_outputs(aws, output_uri, download_dir, raw_images=bool(images_prefix), echo=click.echo)
+    click.echo(f"transform_output={output_uri}")

@@ -1,0 +1,80 @@
+"""Step 3: the model package group (created if missing) and a model package naming the image, the
+artifact, the handler's content and response types and the supported instance types.
+
+Registering the same image + artifact again returns the existing package instead of a new version.
+"""
+from __future__ import annotations
+
+from model_build.aws import Aws, client_error_code
+from model_build.config import CONTENT_TYPES, RESPONSE_TYPES
+from model_build.errors import PublishError
+
+
+def ensure_group(aws: Aws, echo=print) -> str:
+    sm = aws.client("sagemaker")
+    name = aws.config.package_group
+    try:
+        arn = sm.describe_model_package_group(ModelPackageGroupName=name)["ModelPackageGroupArn"]
+        echo(f"model package group exists: {arn}")
+    except Exception as error:
+        if client_error_code(error) not in ("ValidationException", "ResourceNotFound"):
+            raise
+        arn = sm.create_model_package_group(
+            ModelPackageGroupName=name,
+            ModelPackageGroupDescription="clip-search: open_clip text+image encoder for product search",
+        )["ModelPackageGroupArn"]
+        echo(f"created model package group: {arn}")
+    return arn
+
+
+def find_package(aws: Aws, image_uri: str, model_data: str) -> dict | None:
+    sm = aws.client("sagemaker")
+    pages = sm.get_paginator("list_model_packages").paginate(ModelPackageGroupName=aws.config.package_group)
+    for page in pages:
+        for summary in page["ModelPackageSummaryList"]:
+            package = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            containers = package.get("InferenceSpecification", {}).get("Containers", [])
+            if containers and containers[0].get("Image") == image_uri and containers[0].get("ModelDataUrl") == model_data:
+                return package
+    return None
+
+
+def register_model(aws: Aws, echo=print) -> str:
+    """The ARN of the model package for config.image_uri + config.model_data (new or existing)."""
+    config = aws.config
+    config.require("image_uri", "model_data")
+    ensure_group(aws, echo)
+    existing = find_package(aws, config.image_uri, config.model_data)
+    if existing:
+        echo(f"model package already registered: {existing['ModelPackageArn']} ({existing['ModelApprovalStatus']})")
+        return existing["ModelPackageArn"]
+    from sagemaker.model import Model
+
+    model = Model(image_uri=config.image_uri, model_data=config.model_data, role=config.role_arn,
+                  sagemaker_session=aws.sagemaker_session)
+    package = model.register(
+        content_types=CONTENT_TYPES,
+        response_types=RESPONSE_TYPES,
+        inference_instances=config.split(config.inference_instances),
+        transform_instances=config.split(config.transform_instances),
+        model_package_group_name=config.package_group,
+        approval_status=config.approval_status,
+        description=f"clip-search image {config.image_uri}",
+    )
+    echo(f"registered model package: {package.model_package_arn} ({config.approval_status})")
+    return package.model_package_arn
+
+
+def approve(aws: Aws, package_arn: str, status: str = "Approved", echo=print) -> str:
+    sm = aws.client("sagemaker")
+    try:
+        current = sm.describe_model_package(ModelPackageName=package_arn)["ModelApprovalStatus"]
+    except Exception as error:
+        raise PublishError(f"model package {package_arn}: {error}") from None
+    if current == status:
+        echo(f"model package {package_arn} is already {status}")
+        return status
+    sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
+                            ApprovalDescription="approved with clip-search publish approve")
+    echo(f"model package {package_arn}: {current} -> {status}")
+    return status
