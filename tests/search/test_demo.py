@@ -35,3 +35,31 @@ def test_without_internet_the_demo_falls_back_loudly(tmp_path, monkeypatch, caps
     assert is_test and model.is_file()
     err = capsys.readouterr().err
     assert "COULD NOT DOWNLOAD THE REAL ViT-B-32 WEIGHTS" in err and "FALLING BACK TO THE TINY TEST MODEL" in err
+
+
+@pytest.mark.server
+def test_cli_index_and_search_through_the_native_server(tmp_path, test_model_tar):
+    """`clip-search index --endpoint URL`, then `search` reusing the endpoint the index recorded."""
+    import json
+
+    from click.testing import CliRunner
+
+    from clip_search.cli import main
+    from clip_search.search.catalogue import read_catalogue
+    from clip_search.serving.server import ModelServer
+    from tests.search.conftest import REPO
+
+    products = list(read_catalogue(REPO / "demo_data" / "grocery" / "products.jsonl"))[:10]
+    catalogue = tmp_path / "subset.jsonl"
+    catalogue.write_text("".join(json.dumps({"id": p.id, "title": p.title, "image": p.image, **p.metadata}) + "\n"
+                                 for p in products))
+    index = tmp_path / "index"
+    with ModelServer(test_model_tar) as server:
+        result = CliRunner().invoke(main, ["index", "--catalogue", str(catalogue), "--index", str(index),
+                                           "--endpoint", server.url])
+        assert result.exit_code == 0, result.output
+        assert "indexed 10 of 10 products" in result.output
+        assert json.loads((index / "index.json").read_text())["encoder"] == {"endpoint": server.url}
+        result = CliRunner().invoke(main, ["search", "--index", str(index), "--image", products[3].image, "-k", "1", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output[result.output.index("["):])[0]["id"] == products[3].id
