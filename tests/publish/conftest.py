@@ -1,0 +1,85 @@
+"""moto's server (a real process on 127.0.0.1) standing in for the AWS control plane.
+
+One server per session on a free port; every test starts from a reset server with one bucket and
+one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_URL.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+import requests
+from click.testing import CliRunner
+
+REGION = "us-east-1"
+BUCKET = "clip-search-test-bucket"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto server did not start on {url} (see {log.name})")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch, tmp_path):
+    """A clean moto with a bucket and a SageMaker role; returns {"s3", "sm", "role_arn", ...} clients."""
+    requests.post(moto_url + "/moto-api/reset", timeout=10).raise_for_status()
+    for name in list(os.environ):
+        if name.startswith(("CLIP_SEARCH_", "AWS_")) and name != "CLIP_SEARCH_GROCERY_DIR":
+            monkeypatch.delenv(name)
+    sdk_config = tmp_path / "sagemaker-config.yaml"
+    sdk_config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    env = {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config),
+        "CLIP_SEARCH_PUBLISH_STATE": str(tmp_path / "state.json"), "CLIP_SEARCH_POLL_SECONDS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    iam = boto3.client("iam", region_name=REGION)
+    role_arn = iam.create_role(RoleName="clip-search-sagemaker", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    return {"s3": s3, "sm": boto3.client("sagemaker", region_name=REGION), "ecr": boto3.client("ecr", region_name=REGION),
+            "role_arn": role_arn, "bucket": BUCKET, "url": moto_url, "env": env, "tmp": tmp_path}
+
+
+@pytest.fixture
+def publish_cli():
+    """Run `clip-search publish ARGS`; fails the test on an unexpected exit code."""
+    from model_build.cli import publish
+
+    def run(*args, expect: int = 0):
+        result = CliRunner().invoke(publish, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}"
+        return result.output
+
+    return run
