@@ -36,7 +36,7 @@ def openvino_model_dir(tmp_path_factory, calibration_dir):
 
 @pytest.fixture(scope="session")
 def int8_model_dir(tmp_path_factory, test_model_dir):
-    """int8 graphs exported without the guard: the tiny random model fails it (see test_guard)."""
+    """int8 graphs exported without the guard (test_guard runs it with several thresholds)."""
     from clip_search.artifact import read_manifest, write_manifest
     from clip_search.runtimes.export import export_runtime
 

@@ -126,8 +126,10 @@ def _token_rows(tokens: np.ndarray):
 
 
 def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, threads: int | None = None,
-              image_threshold: float = IMAGE_THRESHOLD, text_threshold: float = TEXT_THRESHOLD) -> dict:
+              image_threshold: float | None = None, text_threshold: float | None = None) -> dict:
     """Encode the calibration set with torch fp32 and `runtime`; figures, or AccuracyGuardError."""
+    image_threshold = IMAGE_THRESHOLD if image_threshold is None else image_threshold
+    text_threshold = TEXT_THRESHOLD if text_threshold is None else text_threshold
     from clip_search.encoder import ClipEncoder, configure_threads
     from clip_search.runtimes import _runtime_class
     from clip_search.runtimes.torch_runtime import TorchRuntime
