@@ -133,7 +133,7 @@ def endpoint_command(wait, aws, state):
 @click.option("--output-uri", help="Where the .out files go [default: s3://BUCKET/PREFIX/transform/output/JOB/].")
 @click.option("--download", "download_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Download the .out files here for `clip-search index --embeddings`.")
-@click.option("--job-name", help="Transform job name [default: derived from the model and input].")
+@click.option("--job-name", help="Transform job name [default: derived from the model and the input's contents].")
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @settings("bucket", "prefix", "model_package_arn", "image_uri", "model_data", "package_group", "role_arn",
           "transform_instance_type", "transform_instance_count", "max_payload_mb", "max_concurrent_transforms",
@@ -155,7 +155,7 @@ def transform_command(catalogue, images_prefix, input_uri, output_uri, download_
         upload_jsonl_input(aws, catalogue, input_uri, echo=click.echo)
     else:
         input_uri = images_prefix
-    job_name = job_name or job_name_for(model_name, input_uri)
+    job_name = job_name or job_name_for(aws, model_name, input_uri)
     output_uri = output_uri or f"{base}/output/{job_name}/"
     run_transform(aws, model_name, input_uri, output_uri, raw_images=bool(images_prefix), job_name=job_name,
                   wait=wait, echo=click.echo)

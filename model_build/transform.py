@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 from typing import Iterable
 
@@ -68,11 +67,28 @@ def upload_jsonl_input(aws: Aws, catalogue: Path, input_uri: str, echo=print, sh
     return {"shards": shards, "records": records}
 
 
-def job_name_for(model_name: str, input_uri: str) -> str:
+def job_name_for(aws: Aws, model_name: str, input_uri: str) -> str:
+    """Derived from the model and the input's contents (keys + ETags): the same catalogue through
+    the same model maps to the same job, which is then not run twice."""
     import hashlib
 
-    digest = hashlib.sha256(f"{model_name}\n{input_uri}".encode()).hexdigest()[:8]
-    return f"{model_name[:40]}-bt-{digest}-{time.strftime('%Y%m%d%H%M%S')}"
+    bucket, prefix = parse_s3_uri(input_uri)
+    digest = hashlib.sha256(f"{model_name}\n{input_uri}".encode())
+    for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            digest.update(f"{item['Key']} {item['ETag']}\n".encode())
+    return f"{model_name[:48]}-bt-{digest.hexdigest()[:12]}"
+
+
+def existing_job(aws: Aws, job_name: str) -> dict | None:
+    from model_build.aws import client_error_code
+
+    try:
+        return aws.client("sagemaker").describe_transform_job(TransformJobName=job_name)
+    except Exception as error:
+        if client_error_code(error) in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
 
 
 def run_transform(aws: Aws, model_name: str, input_uri: str, output_uri: str, raw_images: bool = False,
@@ -96,7 +112,16 @@ def run_transform(aws: Aws, model_name: str, input_uri: str, output_uri: str, ra
         max_payload=config.max_payload_mb,
         sagemaker_session=aws.sagemaker_session,
     )
-    job_name = job_name or job_name_for(model_name, input_uri)
+    job_name = job_name or job_name_for(aws, model_name, input_uri)
+    previous = existing_job(aws, job_name)
+    if previous and previous["TransformJobStatus"] in ("Completed", "InProgress", "Stopping"):
+        echo(f"transform job {job_name} already exists ({previous['TransformJobStatus']}): not started again")
+        if wait and previous["TransformJobStatus"] != "Completed":
+            aws.sagemaker_session.wait_for_transform_job(job_name, poll=config.poll_seconds)
+        return aws.client("sagemaker").describe_transform_job(TransformJobName=job_name)
+    if previous:
+        raise PublishError(f"transform job {job_name} exists and is {previous['TransformJobStatus']}: "
+                           "give a new --job-name to run it again")
     transformer.transform(input_uri, data_type="S3Prefix",
                           content_type="application/x-image" if raw_images else JSONLINES,
                           split_type=None if raw_images else "Line", job_name=job_name, wait=False, logs=False)
