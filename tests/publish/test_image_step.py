@@ -1,0 +1,128 @@
+"""Step 2: ECR repository, login with the ECR token, tag, push, digest.
+
+The docker commands are checked through an injected runner (no Docker needed); the container-marked
+test pushes for real to a local Distribution registry (Debian's `docker-registry`) standing in for
+ECR's registry host, with moto providing the repository and the authorization token.
+"""
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+
+import pytest
+import requests
+
+from model_build.aws import Aws
+from model_build.config import load_config
+from model_build.image import BUILD_SCRIPT, push_image
+
+DOCKER = "/usr/bin/docker"
+
+
+class RecordingRunner:
+    """Records each docker command; answers `image inspect` with the digest a push would leave."""
+
+    def __init__(self, digest="sha256:" + "c" * 64):
+        self.calls, self.digest = [], digest
+
+    def __call__(self, args, input=None):
+        self.calls.append((args, input))
+        if args[1:3] == ["image", "inspect"]:
+            return json.dumps([f"{self.repository}@{self.digest}"])
+        if args[1] == "push":
+            self.repository = args[2].rsplit(":", 1)[0]
+        return ""
+
+
+def test_builds_creates_repository_logs_in_tags_pushes_and_pins_the_digest(aws, monkeypatch):
+    monkeypatch.setenv("DOCKER", DOCKER)
+    runner, messages = RecordingRunner(), []
+    uri = push_image(Aws(load_config({"image_tag": "1.2.3"})), run=runner, build_args=["--offline"], echo=messages.append)
+    [repository] = aws["ecr"].describe_repositories()["repositories"]
+    assert repository["repositoryName"] == "clip-search"
+    assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
+    remote = repository["repositoryUri"]
+    token = aws["ecr"].get_authorization_token()["authorizationData"][0]
+    user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
+    host = token["proxyEndpoint"].split("://")[1]
+    assert runner.calls == [
+        (["bash", str(BUILD_SCRIPT), "--tag", "clip-search:1.2.3", "--offline"], None),
+        ([DOCKER, "login", "--username", user, "--password-stdin", host], password),  # never in argv
+        ([DOCKER, "tag", "clip-search:1.2.3", f"{remote}:1.2.3"], None),
+        ([DOCKER, "push", f"{remote}:1.2.3"], None),
+        ([DOCKER, "image", "inspect", "--format", "{{json .RepoDigests}}", "clip-search:1.2.3"], None),
+    ]
+    assert uri == f"{remote}@{runner.digest}"
+    assert f"image: {uri}" in messages and f"created ECR repository: {remote}" in messages
+    assert all(password not in message for message in messages)
+
+    runner = RecordingRunner()
+    push_image(Aws(load_config({"image_tag": "1.2.3", "local_image": "prebuilt:x"})), run=runner, echo=messages.append)
+    assert f"ECR repository exists: {remote}" in messages
+    assert len(aws["ecr"].describe_repositories()["repositories"]) == 1
+    assert not any(call[0][0] == "bash" for call in runner.calls)  # --local-image: no build
+
+
+@pytest.fixture(scope="module")
+def local_registry(tmp_path_factory):
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
+    root = tmp_path_factory.mktemp("registry")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=open(root / "log", "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if requests.get(url + "/v2/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail(f"docker-registry did not start: {(root / 'log').read_text()[-500:]}")
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory):
+    """A one-file image made locally (no registry is reachable to pull a base)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "hello.txt").write_text("clip-search publish test\n")
+    archive = folder / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder / "hello.txt", arcname="hello.txt")
+    tag = "clip-search-publish-test:tiny"
+    subprocess.run([DOCKER, "import", str(archive), tag], check=True, capture_output=True)
+    yield tag
+    subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.container
+def test_pushes_to_a_real_registry_and_reports_its_digest(aws, publish_cli, local_registry, tiny_image, monkeypatch):
+    monkeypatch.setenv("DOCKER", DOCKER)
+    monkeypatch.setenv("DOCKER_CONFIG", str(aws["tmp"] / "docker-config"))  # the login stays in the test
+    args = ("image", "--local-image", tiny_image, "--registry", local_registry, "--image-tag", "t1",
+            "--repository", "clip-search-test")
+    out = publish_cli(*args)
+    line = next(line for line in out.splitlines() if line.startswith("image_uri="))
+    uri = line.split("=", 1)[1]
+    assert uri.startswith(f"{local_registry}/clip-search-test@sha256:")
+    manifest = requests.get(f"http://{local_registry}/v2/clip-search-test/manifests/t1", timeout=10, headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert manifest.status_code == 200
+    assert manifest.headers["Docker-Content-Digest"] == uri.split("@", 1)[1]
+    assert [r["repositoryName"] for r in aws["ecr"].describe_repositories()["repositories"]] == ["clip-search-test"]
+
+    again = publish_cli(*args)
+    assert "ECR repository exists" in again and f"image_uri={uri}" in again
