@@ -62,6 +62,11 @@ class Aws:
         return sagemaker.Session(boto_session=self.session, default_bucket=self.config.bucket)
 
     # --- checks: fail before creating anything, naming what is missing ------------------------
+    def check_account(self) -> None:
+        expected = self.config.account_id
+        if expected and str(expected) != self.account_id:
+            raise PublishError(f"credentials are for account {self.account_id}, not CLIP_SEARCH_ACCOUNT_ID={expected}")
+
     def check_bucket(self, bucket: str) -> None:
         from botocore.exceptions import ClientError
 

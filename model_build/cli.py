@@ -30,7 +30,9 @@ def settings(*names: str):
                 state.fill(config)
                 from model_build.aws import Aws
 
-                return command(*args, aws=Aws(config), state=state, **kwargs)
+                aws = Aws(config)
+                aws.check_account()
+                return command(*args, aws=aws, state=state, **kwargs)
             except PublishError as error:
                 raise click.ClickException(str(error)) from None
             except Exception as error:  # botocore's: no credentials, access denied, throttled...

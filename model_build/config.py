@@ -33,6 +33,7 @@ def _field(env: str, default=None, help: str = "", kind=str):
 @dataclasses.dataclass
 class PublishConfig:
     region: str | None = _field("AWS_REGION", None, "AWS region (also AWS_DEFAULT_REGION).")
+    account_id: str | None = _field("CLIP_SEARCH_ACCOUNT_ID", None, "Expected AWS account: refuse to publish with credentials of another.")
     bucket: str | None = _field("CLIP_SEARCH_BUCKET", None, "S3 bucket for the model artifact and Batch Transform data.")
     prefix: str = _field("CLIP_SEARCH_S3_PREFIX", "clip-search", "S3 key prefix under the bucket.")
     role_arn: str | None = _field("CLIP_SEARCH_ROLE_ARN", None, "SageMaker execution role ARN (endpoint, transform).")
