@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
 
+from clip_search.batch import _prepare_images  # noqa: E402  (the handler's own decode path)
 from clip_search.artifact import extract_artifact, package_model, verify_artifact  # noqa: E402
 from clip_search.encoder import ClipEncoder, configure_threads  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
@@ -212,7 +213,7 @@ def server_rows(args, models, best_runtime, best_enc, jpegs):
             assert len(r.text.splitlines()) == len(batch)
 
         def in_process():  # what the handler does for the batch, without HTTP and MMS
-            best_enc.encode_pixels(np.stack([best_enc.preprocess(decode_image(j)).numpy() for j in batch]))
+            best_enc.encode_pixels(np.stack(_prepare_images(best_enc, batch)))
 
         times = interleaved([("ref", one_by_one), ("server", batched), ("model", in_process)], args.budget)
     ref_rate = per_second(times["ref"], n_ref)
