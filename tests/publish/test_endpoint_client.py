@@ -80,3 +80,21 @@ def test_endpoint_name_goes_through_sagemaker_runtime_invoke_endpoint(model_serv
 def test_a_bad_record_names_its_position(model_server, photos):
     with pytest.raises(EndpointError, match=r"image #1: .*not a decodable image"):
         EndpointClient(model_server.url).encode_images([photos[0], b"not an image", photos[1]])
+
+
+@pytest.mark.server
+def test_encode_command_with_endpoint_url(model_server, test_encoder, catalogue_photos):
+    import json as jsonlib
+
+    from click.testing import CliRunner
+
+    from clip_search.encode_cli import encode
+    from clip_search.images import decode_image
+
+    result = CliRunner().invoke(encode, ["--endpoint", model_server.url, "red apple", "--image", str(catalogue_photos[0])])
+    assert result.exit_code == 0, result.output
+    answer = jsonlib.loads(result.output)
+    expected = np.concatenate([test_encoder.encode_texts(["red apple"]),
+                               test_encoder.encode_images([decode_image(catalogue_photos[0].read_bytes())])])
+    np.testing.assert_allclose(np.asarray(answer["embeddings"], dtype=np.float32), expected, atol=1e-4)
+    assert answer["model"] == test_encoder.model_id and answer["dim"] == test_encoder.dim
