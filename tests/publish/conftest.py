@@ -4,7 +4,6 @@ One server per session on a free port; every test starts from a reset server wit
 one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_URL.
 """
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,15 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from clip_search.serving.server import ModelServer, free_port
+
 REGION = "us-east-1"
 BUCKET = "clip-search-test-bucket"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
@@ -83,3 +78,10 @@ def publish_cli():
         return result.output
 
     return run
+
+
+@pytest.fixture(scope="session")
+def model_server(test_model_tar):
+    """The real model server (multi-model-server) on the tiny test model: the data plane."""
+    with ModelServer(test_model_tar) as server:
+        yield server

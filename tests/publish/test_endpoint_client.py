@@ -30,14 +30,6 @@ def test_unreachable_url_is_a_clear_error():
 
 
 @pytest.fixture(scope="module")
-def model_server(test_model_tar):
-    from clip_search.serving.server import ModelServer
-
-    with ModelServer(test_model_tar) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def photos(catalogue_photos):
     return [path.read_bytes() for path in catalogue_photos[:6]]
 

@@ -7,7 +7,6 @@ ECR's registry host, with moto providing the repository and the authorization to
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -15,6 +14,7 @@ import time
 import pytest
 import requests
 
+from clip_search.serving.server import free_port
 from model_build.aws import Aws
 from model_build.config import load_config
 from model_build.image import BUILD_SCRIPT, push_image
@@ -72,9 +72,7 @@ def local_registry(tmp_path_factory):
     if binary is None:
         pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
     root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
                       f"http:\n  addr: 127.0.0.1:{port}\n")

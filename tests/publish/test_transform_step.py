@@ -100,14 +100,6 @@ def test_missing_bucket_or_role_is_a_clear_error(deployable, publish_cli, catalo
     assert deployable["sm"].list_transform_jobs()["TransformJobSummaries"] == []
 
 
-@pytest.fixture(scope="module")
-def model_server(test_model_tar):
-    from clip_search.serving.server import ModelServer
-
-    with ModelServer(test_model_tar) as server:
-        yield server
-
-
 @pytest.mark.server
 def test_jsonl_outputs_reach_the_indexer(deployable, publish_cli, catalogue, model_server, test_encoder, tmp_path):
     """Do what Batch Transform does with SplitType=Line/MultiRecord/AssembleWith=Line on the real
