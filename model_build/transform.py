@@ -52,8 +52,11 @@ def upload_jsonl_input(aws: Aws, catalogue: Path, input_uri: str, echo=print, sh
             shards.append(f"s3://{bucket}/{key}")
             buffer.clear()
 
+    from tqdm import tqdm
+
     size = 0
-    for line in jsonl_records(read_catalogue(catalogue), limit, echo):
+    products = tqdm(read_catalogue(catalogue), desc="catalogue -> JSON Lines", unit=" products", leave=False)
+    for line in jsonl_records(products, limit, echo):
         if size + len(line) + 1 > shard_bytes:
             flush()
             size = 0
