@@ -7,6 +7,7 @@ defaults of the next steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from model_build.config import FIELDS, State, load_config
 from model_build.errors import PublishError
 
 
+@dataclasses.dataclass
+class GroupOptions:
+    config_file: str | None = None
+    state_file: str | None = None
+    region: str | None = None
+
+
 def settings(*names: str):
     """Add a --flag for each named setting; the command receives `aws` and `state`."""
 
@@ -23,10 +31,11 @@ def settings(*names: str):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
             flags = {name: kwargs.pop(name) for name in list(kwargs) if name in FIELDS}
-            root = click.get_current_context().find_root().params
+            # The group's options, whether run as `clip-search publish` or `python -m model_build`.
+            group = click.get_current_context().find_object(GroupOptions) or GroupOptions()
             try:
-                config = load_config({"region": root.get("region"), **flags}, root.get("config_file"))
-                state = State(root.get("state_file"))
+                config = load_config({"region": group.region, **flags}, group.config_file)
+                state = State(group.state_file)
                 state.fill(config)
                 from model_build.aws import Aws
 
@@ -56,8 +65,10 @@ def settings(*names: str):
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), envvar="CLIP_SEARCH_PUBLISH_STATE",
               help="Where step outputs are recorded [default: ./.clip-search-publish.json].")
 @click.option("--region", help="AWS region [env AWS_REGION / AWS_DEFAULT_REGION].")
-def publish(config_file, state_file, region):
+@click.pass_context
+def publish(ctx, config_file, state_file, region):
     """Ship the model to SageMaker: artifact, image, register, approve, endpoint, transform."""
+    ctx.obj = GroupOptions(config_file, state_file, region)
 
 
 @publish.command("artifact")

@@ -53,3 +53,21 @@ def test_unknown_config_key_is_refused(aws, publish_cli, test_model_tar):
     config.write_text('{"buckett": "x"}')
     out = publish_cli("--config", config, "artifact", "--model", test_model_tar, expect=1)
     assert "unknown setting(s) ['buckett']" in out
+
+
+def test_group_options_work_under_the_clip_search_command(aws, test_model_tar, monkeypatch):
+    """`clip-search publish --config F --region R artifact`: the lead's CLI nests our group."""
+    from click.testing import CliRunner
+
+    from clip_search.cli import main
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    config = aws["tmp"] / "publish.yaml"
+    config.write_text(f"bucket: {aws['bucket']}\nprefix: nested\n")
+    result = CliRunner().invoke(main, ["publish", "--config", str(config), "--region", "us-east-1",
+                                       "artifact", "--model", str(test_model_tar)])
+    assert result.exit_code == 0, result.output
+    assert f"model_data=s3://{aws['bucket']}/nested/models/" in result.output
+    result = CliRunner().invoke(main, ["publish", "--config", str(config), "artifact", "--model", str(test_model_tar)])
+    assert result.exit_code == 1 and "no AWS region" in result.output
