@@ -5,6 +5,7 @@ The SDK's telemetry is switched off unless the user gave their own SDK config fi
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from functools import cached_property
@@ -19,6 +20,7 @@ _SDK_CONFIG = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n   
 def quiet_sdk() -> None:
     """Before importing `sagemaker`: no v3 upgrade banner, no telemetry calls."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Fetched defaults config..." per call
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
         path = Path(tempfile.gettempdir()) / "clip-search-sagemaker-config.yaml"
         path.write_text(_SDK_CONFIG)

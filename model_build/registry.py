@@ -5,7 +5,7 @@ Registering the same image + artifact again returns the existing package instead
 """
 from __future__ import annotations
 
-from model_build.aws import Aws, client_error_code
+from model_build.aws import Aws, client_error_code, quiet_sdk
 from model_build.config import CONTENT_TYPES, RESPONSE_TYPES
 from model_build.errors import PublishError
 
@@ -48,6 +48,7 @@ def register_model(aws: Aws, echo=print) -> str:
     if existing:
         echo(f"model package already registered: {existing['ModelPackageArn']} ({existing['ModelApprovalStatus']})")
         return existing["ModelPackageArn"]
+    quiet_sdk()
     from sagemaker.model import Model
 
     model = Model(image_uri=config.image_uri, model_data=config.model_data, role=config.role_arn,

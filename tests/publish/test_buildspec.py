@@ -1,7 +1,6 @@
 """buildspec.yml: it parses, every command it runs exists here, and its build phase runs against moto."""
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
