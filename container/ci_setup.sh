@@ -7,8 +7,8 @@
 #   5. pytest -m "container or local_mode" tests/container tests/local_mode
 # Usage: PYTHON=/path/to/venv/bin/python container/ci_setup.sh [--no-tests] [--cached]
 #   --no-tests  stop after building the image
-#   --cached    reuse an existing base image and Docker's build cache (default in CI=true runs:
-#               rebuild both, so CI proves the image builds from nothing)
+#   --cached    reuse an existing base image and Docker's build cache (default: rebuild
+#               both, so CI proves the image builds from nothing)
 # Env: PYTHON (the project's venv interpreter, default python3), CLIP_SEARCH_IMAGE (tag, default
 #      clip-search:latest), DOCKER (default /usr/bin/docker).
 set -euo pipefail
@@ -52,11 +52,12 @@ done_step
 
 step "make base image $BASE_IMAGE"
 build_flags=()
+force=0
 if [[ "$CACHED" == 0 ]]; then
-    "$DOCKER" image rm "$BASE_IMAGE" >/dev/null 2>&1 || true
     build_flags+=(--no-cache)
+    force=1
 fi
-"$HERE/make_base_image.sh" "$BASE_IMAGE"
+FORCE=$force "$HERE/make_base_image.sh" "$BASE_IMAGE"
 done_step
 
 step "build wheelhouse and image $CLIP_SEARCH_IMAGE"

@@ -2,13 +2,13 @@
 # Make a minimal Debian base image locally (no image registry is reachable here).
 # debootstrap a bookworm minbase root from the machine's Debian mirror and `docker import` it.
 # Usage: container/make_base_image.sh [TAG]   (default local/debian:bookworm)
-# Env: DEBIAN_MIRROR (default: the first deb.debian.org-style URI in /etc/apt/sources.list*),
+# Env: FORCE=1 rebuilds even when TAG exists; DEBIAN_MIRROR (default: the first deb.debian.org-style URI in /etc/apt/sources.list*),
 #      DOCKER (default /usr/bin/docker).
 set -euo pipefail
 TAG="${1:-local/debian:bookworm}"
 DOCKER="${DOCKER:-/usr/bin/docker}"
 
-if "$DOCKER" image inspect "$TAG" >/dev/null 2>&1; then
+if [[ "${FORCE:-0}" != 1 ]] && "$DOCKER" image inspect "$TAG" >/dev/null 2>&1; then
     echo "base image $TAG already present"
     exit 0
 fi
