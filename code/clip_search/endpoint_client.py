@@ -51,6 +51,7 @@ class EndpointClient:
         self.target = name_or_url
         self.max_payload_bytes = int(max_payload_bytes)
         self._model_id: str | None = None
+        self._dim: int | None = None
         if name_or_url.startswith(("http://", "https://")):
             import requests
 
@@ -94,9 +95,13 @@ class EndpointClient:
         return response["Body"].read()
 
     # --- encoding ---------------------------------------------------------------------------
-    def _encode_records(self, field: str, values: list[str]) -> np.ndarray:
+    def encode_records(self, field: str, values: list[str]) -> list[np.ndarray | str]:
+        """One answer per value, in order: its embedding, or the endpoint's error for that record.
+
+        `field` is "text" or "image" (base64). A failed record does not fail the others.
+        """
         lines = (json.dumps({"id": str(i), field: value}).encode() for i, value in enumerate(values))
-        rows: list[np.ndarray | None] = [None] * len(values)
+        rows: list[np.ndarray | str | None] = [None] * len(values)
         for batch in pack_lines(lines, self.max_payload_bytes):
             answer = self._post(b"\n".join(batch), JSONLINES, JSONLINES).decode("utf-8")
             for line in answer.splitlines():
@@ -104,26 +109,42 @@ class EndpointClient:
                     continue
                 record = json.loads(line)
                 index = int(record["id"])
-                if "embedding" not in record:
-                    raise EndpointError(f"{field} #{index}: {record.get('error', 'no embedding in the answer')}")
-                rows[index] = np.asarray(record["embedding"], dtype=np.float32)
+                if "embedding" in record:
+                    rows[index] = np.asarray(record["embedding"], dtype=np.float32)
+                else:
+                    rows[index] = str(record.get("error", "no embedding in the answer"))
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             raise EndpointError(f"the endpoint returned no answer for {field} #{missing[0]} ({len(missing)} missing)")
+        return rows
+
+    def _encode_all(self, field: str, values: list[str]) -> np.ndarray:
+        rows = self.encode_records(field, values)
+        for index, row in enumerate(rows):
+            if isinstance(row, str):
+                raise EndpointError(f"{field} #{index}: {row}")
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(rows)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self._encode_records("text", list(texts))
+        return self._encode_all("text", list(texts))
 
     def encode_images(self, images: list[bytes]) -> np.ndarray:
-        return self._encode_records("image", [base64.b64encode(data).decode("ascii") for data in images])
+        return self._encode_all("image", [base64.b64encode(data).decode("ascii") for data in images])
 
     @property
     def model_id(self) -> str:
         """"ARCH/PRETRAINED" of the served model (one small JSON request, then cached)."""
+        self._probe()
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        self._probe()
+        return self._dim
+
+    def _probe(self) -> None:
         if self._model_id is None:
             answer = json.loads(self._post(json.dumps({"text": "model probe"}).encode(), JSON, JSON))
-            self._model_id = answer["model"]
-        return self._model_id
+            self._model_id, self._dim = answer["model"], int(answer["dim"])

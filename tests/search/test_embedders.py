@@ -17,11 +17,15 @@ def _body(payload: bytes) -> StreamingBody:
 def test_sagemaker_endpoint_invocations():
     client = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     stub = Stubber(client)
-    answer = json.dumps({"embeddings": [[0.6, 0.8]], "dim": 2, "model": "ViT-B-32/laion2b_s34b_b79k"}).encode()
-    stub.add_response("invoke_endpoint", {"Body": _body(answer), "ContentType": "application/json"},
-                      {"EndpointName": "clip-query", "Body": json.dumps({"texts": ["red shoe"]}).encode(),
+    answer = b'{"id": "0", "embedding": [0.6, 0.8]}'
+    stub.add_response("invoke_endpoint", {"Body": _body(answer), "ContentType": "application/jsonlines"},
+                      {"EndpointName": "clip-query", "Body": json.dumps({"id": "0", "text": "red shoe"}).encode(),
+                       "ContentType": "application/jsonlines", "Accept": "application/jsonlines"})
+    probe = json.dumps({"embeddings": [[0.6, 0.8]], "dim": 2, "model": "ViT-B-32/laion2b_s34b_b79k"}).encode()
+    stub.add_response("invoke_endpoint", {"Body": _body(probe), "ContentType": "application/json"},
+                      {"EndpointName": "clip-query", "Body": json.dumps({"text": "model probe"}).encode(),
                        "ContentType": "application/json", "Accept": "application/json"})
-    lines = b'{"id": "a", "embedding": [1.0, 0.0]}\n{"id": "b", "error": "cannot decode image"}'
+    lines = b'{"id": "0", "embedding": [1.0, 0.0]}\n{"id": "1", "error": "cannot decode image"}'
     stub.add_response("invoke_endpoint", {"Body": _body(lines), "ContentType": "application/jsonlines"},
                       {"EndpointName": "clip-query", "Body": ANY, "ContentType": "application/jsonlines",
                        "Accept": "application/jsonlines"})

@@ -80,92 +80,59 @@ class LocalEmbedder(Embedder):
         return out
 
 
-class _RemoteEmbedder(Embedder):
-    """Shared wire format (CONTRACTS.md, handler): JSON for queries, JSON Lines for catalogue batches."""
+class RemoteEmbedder(Embedder):
+    """A deployed model through EndpointClient (JSON Lines batches under the payload limit): our
+    native server or the container by URL, or a SageMaker endpoint by name."""
 
-    _model_id: str | None = None
-    _dim: int | None = None
+    def __init__(self, client, target: str):
+        self.client = client
+        self.spec = {"endpoint": target}
 
-    def _post(self, body: bytes, content_type: str, accept: str) -> bytes:
-        raise NotImplementedError
+    def _call(self, function, *args):
+        from clip_search.endpoint_client import EndpointError
 
-    def _json(self, payload: dict) -> np.ndarray:
-        body = self._post(json.dumps(payload).encode(), "application/json", "application/json")
-        answer = json.loads(body)
-        self._model_id, self._dim = answer["model"], int(answer["dim"])
-        return np.asarray(answer["embeddings"], dtype=np.float32).reshape(-1, self._dim)
+        try:
+            return function(*args)
+        except EndpointError as error:
+            raise EncodingError(str(error)) from None
 
     @property
     def model_id(self) -> str:
-        if self._model_id is None:
-            self.encode_texts(["model probe"])
-        return self._model_id
+        return self._call(lambda: self.client.model_id)
 
     @property
     def dim(self) -> int:
-        if self._dim is None:
-            self.encode_texts(["model probe"])
-        return self._dim
+        return self._call(lambda: self.client.dim)
 
     def encode_texts(self, texts):
-        return self._json({"texts": list(texts)})
+        return self._call(self.client.encode_texts, list(texts))
 
     def encode_images(self, images):
-        return self._json({"images": [base64.b64encode(data).decode("ascii") for data in images]})
+        return self._call(self.client.encode_images, list(images))
 
     def encode_image_records(self, records):
-        """One JSON Lines request per batch, the Batch Transform wire format: per-record errors
-        come back as lines, so one bad image does not fail the batch."""
-        lines = [json.dumps({"id": rid, "image": base64.b64encode(data).decode("ascii")}) for rid, data in records]
-        body = self._post("\n".join(lines).encode(), JSONLINES, JSONLINES)
-        return parse_jsonlines_embeddings(body.decode("utf-8"))
+        """Per-record errors come back as lines, so one bad image does not fail the batch."""
+        values = [base64.b64encode(data).decode("ascii") for _, data in records]
+        rows = self._call(self.client.encode_records, "image", values)
+        return {record_id: row for (record_id, _), row in zip(records, rows)}
 
 
-class EndpointEmbedder(_RemoteEmbedder):
+class EndpointEmbedder(RemoteEmbedder):
     """Our native server or any HTTP endpoint that speaks the handler contract: POST URL/invocations."""
 
     def __init__(self, url: str, timeout: float = 120):
-        import requests
+        from clip_search.endpoint_client import EndpointClient
 
-        self.url = url.rstrip("/")
-        if not self.url.endswith("/invocations"):
-            self.url += "/invocations"
-        self.spec = {"endpoint": url}
-        self.session = requests.Session()
-        self.timeout = timeout
-
-    def _post(self, body, content_type, accept):
-        import requests
-
-        try:
-            response = self.session.post(self.url, data=body, timeout=self.timeout,
-                                         headers={"Content-Type": content_type, "Accept": accept})
-        except requests.RequestException as error:
-            raise EncodingError(f"endpoint {self.url} unreachable: {error}") from None
-        if response.status_code != 200:
-            raise EncodingError(f"endpoint {self.url} answered HTTP {response.status_code}: {response.text[:300]}")
-        return response.content
+        super().__init__(EndpointClient(url, timeout=timeout), url)
 
 
-class SageMakerEmbedder(_RemoteEmbedder):
+class SageMakerEmbedder(RemoteEmbedder):
     """A SageMaker endpoint by name, through sagemaker-runtime InvokeEndpoint."""
 
     def __init__(self, endpoint_name: str, region: str | None = None, client=None):
-        import boto3
+        from clip_search.endpoint_client import EndpointClient
 
-        self.endpoint_name = endpoint_name
-        self.spec = {"endpoint": endpoint_name}
-        self.client = client or boto3.client("sagemaker-runtime", region_name=region)
-
-    def _post(self, body, content_type, accept):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.client.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
-                                                   ContentType=content_type, Accept=accept)
-        except (BotoCoreError, ClientError) as error:
-            raise EncodingError(f"SageMaker endpoint {self.endpoint_name}: {error}") from None
-        return response["Body"].read()
+        super().__init__(EndpointClient(endpoint_name, region=region, runtime_client=client), endpoint_name)
 
 
 def embedder_for(model: str | None = None, endpoint: str | None = None) -> Embedder:
