@@ -31,7 +31,7 @@ while [[ $# -gt 0 ]]; do
         --base-image) BASE_IMAGE="$2"; shift ;;
         --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
         --no-cache) NO_CACHE=(--no-cache) ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
