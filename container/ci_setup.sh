@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI needs for the container and SageMaker local-mode suites, from a bare machine:
-#   1. apt: docker.io, docker-compose (local mode), debootstrap (base image)
+#   1. apt: docker.io, docker-compose (local mode), debootstrap (base image), docker-registry
+#      (a real local registry for the publish image step's push)
 #   2. dockerd (reused if /var/run/docker.sock already answers)
 #   3. the Debian base image, made locally (no registry reachable): make_base_image.sh
 #   4. the host wheelhouse + the image: build.sh --offline
@@ -32,11 +33,12 @@ step_start=0
 step() { step_start=$SECONDS; echo "=== [container ci] $*"; }
 done_step() { echo "=== [container ci] done in $((SECONDS - step_start)) s"; }
 
-step "install docker.io, docker-compose, debootstrap"
+step "install docker.io, docker-compose, debootstrap, docker-registry"
 if ! { [[ -x "$DOCKER" ]] && command -v dockerd >/dev/null && command -v docker-compose >/dev/null \
-       && command -v debootstrap >/dev/null; }; then
+       && command -v debootstrap >/dev/null && [[ -x /usr/bin/docker-registry ]]; }; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap \
+        docker-registry >/dev/null
 fi
 done_step
 

@@ -46,7 +46,10 @@ def main() -> int:
     process = subprocess.Popen(mms.command(config, directory), env=mms.worker_environment(workdir),
                                cwd=workdir, start_new_session=True)
 
+    stopping = []
+
     def forward(signum, _frame):
+        stopping.append(signum)
         try:
             os.killpg(process.pid, signum)
         except ProcessLookupError:
@@ -54,7 +57,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return process.wait()
+    status = process.wait()
+    # Asked to stop (docker stop, SageMaker scaling in) and stopped: a clean exit, not a crash.
+    return 0 if stopping else status
 
 
 if __name__ == "__main__":
