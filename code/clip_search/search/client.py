@@ -142,6 +142,18 @@ class SearchClient:
         vector = embedder.encode_texts([text])[0]
         return self.search_vector(vector, k, filters, fields, keywords=text if hybrid else None)
 
+    def search_texts(self, texts: list[str], k: int = 10, filters=None, fields=FIELDS) -> list[list[Hit]]:
+        """Many text queries: encoded in one batch (one request to an endpoint), searched one by one."""
+        if any(not text or not text.strip() for text in texts):
+            raise SearchError("empty text query")
+        vectors = self._check_index().encode_texts(list(texts))
+        return [self.search_vector(vector, k, filters, fields) for vector in vectors]
+
+    def search_images(self, images: list[bytes], k: int = 10, filters=None, fields=(IMAGE,)) -> list[list[Hit]]:
+        """Many photo queries (bytes): encoded in one batch, searched one by one."""
+        vectors = self._check_index().encode_images([bytes(image) for image in images])
+        return [self.search_vector(vector, k, filters, fields) for vector in vectors]
+
     def search_image(self, image, k: int = 10, filters=None, fields=(IMAGE,)) -> list[Hit]:
         """Photo -> product by image similarity. `image`: bytes, a path/URI, or a PIL image."""
         embedder = self._check_index()

@@ -68,17 +68,26 @@ def read_queries(path) -> list[Query]:
     return queries
 
 
-def evaluate(client, queries: list[Query], progress: bool = True) -> dict[str, Recall]:
+def evaluate(client, queries: list[Query], progress: bool = True, batch_size: int = 32) -> dict[str, Recall]:
+    """Queries are encoded in batches (one request per batch through an endpoint), then searched."""
     results = {"text": Recall("text"), "image": Recall("image")}
-    for query in tqdm(queries, desc="evaluating", unit="query", disable=not progress):
-        k = max(KS)
-        if query.kind == "text":
-            hits = client.search_text(query.value, k=k)
-        else:
-            image = query.value if isinstance(query.value, bytes) else load_image_bytes(query.value)
-            hits = client.search_image(image, k=k)
-        results[query.kind].add([hit.id for hit in hits], query.relevant)
+    with tqdm(total=len(queries), desc="evaluating", unit="query", disable=not progress) as bar:
+        for kind in ("text", "image"):
+            group = [query for query in queries if query.kind == kind]
+            for start in range(0, len(group), batch_size):
+                chunk = group[start:start + batch_size]
+                if kind == "text":
+                    ranked = client.search_texts([query.value for query in chunk], k=max(KS))
+                else:
+                    ranked = client.search_images([_image_bytes(query.value) for query in chunk], k=max(KS))
+                for query, hits in zip(chunk, ranked):
+                    results[kind].add([hit.id for hit in hits], query.relevant)
+                bar.update(len(chunk))
     return {kind: recall for kind, recall in results.items() if recall.queries}
+
+
+def _image_bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else load_image_bytes(value)
 
 
 def format_table(results: dict[str, Recall], labels: dict[str, str] | None = None) -> str:
