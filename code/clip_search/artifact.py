@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -212,10 +213,24 @@ def read_packed_manifest(tar_path: Path) -> dict:
         raise ModelLoadError(f"cannot read {MANIFEST_FILE} from {tar_path}: {error}") from error
 
 
+# Set by a process that has just verified an artifact directory for the workers it starts (the
+# serving entry points): hashing 0.6-1.1 GB again in the worker would only add to the cold start.
+VERIFIED_ENV = "CLIP_SEARCH_VERIFIED_MODEL_DIR"
+
+
+def mark_verified(model_dir: Path, env: dict) -> None:
+    env[VERIFIED_ENV] = str(Path(model_dir).resolve())
+
+
 def verify_artifact(model_dir: Path) -> dict:
-    """Check that every file the manifest lists exists with its recorded sha256; return the manifest."""
+    """Check that every file the manifest lists exists with its recorded sha256; return the manifest.
+
+    Files of a directory the parent process already verified (VERIFIED_ENV) are checked for
+    presence only.
+    """
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
+    already_verified = os.environ.get(VERIFIED_ENV) == str(model_dir.resolve())
     files = manifest.get("files") or {}
     for required in (CONFIG_FILE, WEIGHTS_FILE):
         if required not in files:
@@ -224,6 +239,8 @@ def verify_artifact(model_dir: Path) -> dict:
         path = model_dir / name
         if not path.is_file():
             raise ModelLoadError(f"model artifact is missing {name} (looked in {model_dir})")
+        if already_verified:
+            continue
         actual = sha256_file(path)
         if actual != expected:
             raise ModelLoadError(

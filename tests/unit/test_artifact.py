@@ -124,3 +124,21 @@ def test_package_model_without_network_fails_clearly(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "could not fetch pretrained weights RN50/openai" in result.output
     assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_a_directory_verified_by_the_parent_is_not_hashed_again(test_model_dir, tmp_path, monkeypatch):
+    from clip_search.artifact import mark_verified
+
+    model_dir = copy_model(test_model_dir, tmp_path)
+    weights = model_dir / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")  # same size, different bytes
+    env = {}
+    mark_verified(model_dir, env)
+    monkeypatch.setenv("CLIP_SEARCH_VERIFIED_MODEL_DIR", env["CLIP_SEARCH_VERIFIED_MODEL_DIR"])
+    verify_artifact(model_dir)  # trusted: presence only
+    (model_dir / CONFIG_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=CONFIG_FILE):
+        verify_artifact(model_dir)  # a missing file is still named
+    monkeypatch.setenv("CLIP_SEARCH_VERIFIED_MODEL_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(ModelLoadError):
+        verify_artifact(model_dir)  # any other directory is hashed as before

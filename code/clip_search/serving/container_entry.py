@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from clip_search.artifact import verify_artifact
+from clip_search.artifact import mark_verified, verify_artifact
 from clip_search.errors import ModelLoadError
 from clip_search.serving import mms
 
@@ -43,8 +43,9 @@ def main() -> int:
     address = f"http://0.0.0.0:{port}"
     # SageMaker probes /ping and /invocations on one port; MMS serves both APIs on one address.
     config = mms.write_config(workdir, address, address)
-    process = subprocess.Popen(mms.command(config, directory), env=mms.worker_environment(workdir),
-                               cwd=workdir, start_new_session=True)
+    env = mms.worker_environment(workdir)
+    mark_verified(directory, env)
+    process = subprocess.Popen(mms.command(config, directory), env=env, cwd=workdir, start_new_session=True)
 
     stopping = []
 

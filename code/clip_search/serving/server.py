@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from clip_search.artifact import extract_artifact, verify_artifact
+from clip_search.artifact import extract_artifact, mark_verified, verify_artifact
 from clip_search.serving import mms
 
 READY_TIMEOUT_ENV = "CLIP_SEARCH_READY_TIMEOUT"
@@ -73,6 +73,7 @@ class ModelServer:
             self.handler,
         )
         env = mms.worker_environment(self.workdir)
+        mark_verified(model_dir, env)
         env.update(self.extra_env)
         output = self.log_file if self.log_file is not None else open(self.workdir / "logs" / "server.log", "wb")
         self.process = subprocess.Popen(
