@@ -46,11 +46,13 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
 
 
 class ClipEncoder:
-    def __init__(self, model_dir: Path, manifest: dict, runtime=None, threads: int | None = None):
+    def __init__(self, model_dir: Path, manifest: dict, runtime=None, threads: int | None = None,
+                 runtime_name: str | None = None):
+        """`runtime`: a loaded runtime object; otherwise one is loaded by `runtime_name`."""
         self.model_dir = Path(model_dir)
         self.manifest = manifest
         self.threads = configure_threads(threads)
-        self.runtime = runtime or load_runtime(self.model_dir, manifest, threads=self.threads)
+        self.runtime = runtime or load_runtime(self.model_dir, manifest, runtime_name, self.threads)
         config = read_config(self.model_dir)
         self.preprocess = build_preprocess(config.get("preprocess_cfg", {}))
         self.tokenizer = build_tokenizer(self.model_dir)
@@ -60,11 +62,12 @@ class ClipEncoder:
 
     @classmethod
     def from_artifact(cls, path, runtime: str | None = None, threads: int | None = None) -> "ClipEncoder":
-        """Load a packaged `model.tar.gz` or an extracted artifact directory, checksums verified."""
+        """Load a packaged `model.tar.gz` or an extracted artifact directory, checksums verified.
+
+        `runtime` names one (`torch`, `onnx`, ...); None follows CLIP_SEARCH_RUNTIME / the manifest.
+        """
         model_dir = extract_artifact(Path(path))
-        manifest = verify_artifact(model_dir)
-        threads = configure_threads(threads)
-        return cls(model_dir, manifest, load_runtime(model_dir, manifest, runtime, threads), threads)
+        return cls(model_dir, verify_artifact(model_dir), runtime_name=runtime, threads=threads)
 
     @property
     def dim(self) -> int:

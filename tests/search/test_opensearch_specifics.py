@@ -21,6 +21,16 @@ def _items(n=6):
                                      vectors[i], None) for i in range(n)]
 
 
+def _filled_index(standin):
+    """An OpenSearch index on the stand-in holding _items(), refreshed: (index, vectors)."""
+    index = _index(standin.url + "/products")
+    index.ensure(DIM, "m")
+    vectors, items = _items()
+    index.upsert(items)
+    index.refresh()
+    return index, vectors
+
+
 def test_mapping_names_engine_space_and_hnsw_parameters(standin):
     index = _index(standin.url + "/products")
     index.ensure(DIM, "m", {"endpoint": "http://x"})
@@ -58,22 +68,14 @@ def test_retries_give_up_and_report(standin):
 
 
 def test_knn_query_shape_with_filter(standin):
-    index = _index(standin.url + "/products")
-    index.ensure(DIM, "m")
-    vectors, items = _items()
-    index.upsert(items)
-    index.refresh()
+    index, vectors = _filled_index(standin)
     hits = index.search(vectors[1], k=3, filters={"brand": "b1"}, fields=("image",))
     assert [h.id for h in hits][0] == "p1" and all(h.metadata["brand"] == "b1" for h in hits)
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_hybrid_keyword_plus_knn_keeps_cosine_scores(standin):
-    index = _index(standin.url + "/products")
-    index.ensure(DIM, "m")
-    vectors, items = _items()
-    index.upsert(items)
-    index.refresh()
+    index, vectors = _filled_index(standin)
     plain = index.search(vectors[0], k=6, fields=("image",))
     hybrid = index.search(vectors[0], k=6, fields=("image",), keywords="red")
     assert plain[0].id == "p0"

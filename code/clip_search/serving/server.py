@@ -117,19 +117,15 @@ class ModelServer:
         return "last log lines:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 15) -> None:
-        if self.process is not None and self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         if self.process is not None:
-            # The Java front end is re-parented and a worker can outlive SIGTERM: end the group.
-            _signal_group(self.process.pid, signal.SIGKILL)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+            # SIGTERM first for a clean shutdown; then SIGKILL to the whole group, because the Java
+            # front end is re-parented and a worker can outlive SIGTERM.
+            for signum in (signal.SIGTERM, signal.SIGKILL):
+                _signal_group(self.process.pid, signum)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
