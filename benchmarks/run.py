@@ -270,6 +270,7 @@ def _embedded_index(args, vectors):
         # One upsert: each upsert saves a new generation of the whole index.
         index.upsert(EmbeddedProduct(Product(id=f"p{i}", title=f"product {i}"), vectors[i])
                      for i in range(len(vectors)))
+        index.refresh()  # upserts are persisted by refresh/close, not by the upsert itself
         index = EmbeddedIndex(path)
     kind = "HNSW" if index.is_approximate else "exact"
     return (lambda v: index.search(v, k=10)), f"embedded index, {kind}"
