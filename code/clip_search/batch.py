@@ -12,7 +12,6 @@ import numpy as np
 
 from clip_search.decoder import EncodeRequest
 from clip_search.errors import RequestError
-from clip_search.images import decode_image
 
 
 @dataclass
@@ -65,14 +64,12 @@ def _prepare_images(encoder, payloads: list[bytes]) -> list:
     """Decode + preprocess each payload into model pixels (or the RequestError it raised).
 
     Images are prepared on all cores at once: PIL and torch release the GIL while decoding and
-    resizing, and preprocessing is about half the time of an image on the fast runtimes. Full JPEG
-    decode, not libjpeg's draft mode: draft stays within the accuracy guard (cosine 0.99999 on
-    ViT-B-32) but is not exact, and the server must give what ClipEncoder.encode_images gives
-    (docs/performance.md).
+    resizing, and preprocessing is about half the time of an image on the fast runtimes. The decode
+    is the encoder's own (JPEG draft mode included), so the server gives what the encoder gives.
     """
     def prepare(data):
         try:
-            image = decode_image(data)
+            image = encoder.decode(data)
             return encoder.preprocess(image).numpy().astype(np.float32, copy=False)
         except RequestError as error:
             return error

@@ -32,14 +32,13 @@ def encode(texts, images, model_path, endpoint):
         model_id = getattr(client, "model_id", None) or endpoint
     else:
         from clip_search.encoder import ClipEncoder
-        from clip_search.images import decode_image
 
         encoder = ClipEncoder.from_artifact(model_path)
         parts = []
         if texts:
             parts.append(encoder.encode_texts(list(texts)))
         if images:
-            parts.append(encoder.encode_images([decode_image(path.read_bytes()) for path in images]))
+            parts.append(encoder.encode_image_bytes([path.read_bytes() for path in images]))
         model_id = encoder.model_id
     vectors = np.concatenate(parts).astype(np.float32)
     answer = {"embeddings": vectors, "dim": int(vectors.shape[1]), "model": model_id}

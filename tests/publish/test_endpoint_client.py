@@ -36,12 +36,10 @@ def photos(catalogue_photos):
 
 @pytest.mark.server
 def test_url_client_matches_the_in_process_encoder(model_server, test_encoder, photos):
-    from clip_search.images import decode_image
-
     client = EndpointClient(model_server.url)
     texts = ["red apple", "oat milk", "a carton of orange juice"]
     np.testing.assert_allclose(client.encode_texts(texts), test_encoder.encode_texts(texts), atol=1e-5)
-    expected = test_encoder.encode_images([decode_image(data) for data in photos])
+    expected = test_encoder.encode_image_bytes(photos)
     np.testing.assert_allclose(client.encode_images(photos), expected, atol=1e-4)
     assert client.model_id == test_encoder.model_id
 
@@ -81,12 +79,11 @@ def test_encode_command_with_endpoint_url(model_server, test_encoder, catalogue_
     from click.testing import CliRunner
 
     from clip_search.encode_cli import encode
-    from clip_search.images import decode_image
 
     result = CliRunner().invoke(encode, ["--endpoint", model_server.url, "red apple", "--image", str(catalogue_photos[0])])
     assert result.exit_code == 0, result.output
     answer = jsonlib.loads(result.output)
     expected = np.concatenate([test_encoder.encode_texts(["red apple"]),
-                               test_encoder.encode_images([decode_image(catalogue_photos[0].read_bytes())])])
+                               test_encoder.encode_image_bytes([catalogue_photos[0].read_bytes()])])
     np.testing.assert_allclose(np.asarray(answer["embeddings"], dtype=np.float32), expected, atol=1e-4)
     assert answer["model"] == test_encoder.model_id and answer["dim"] == test_encoder.dim

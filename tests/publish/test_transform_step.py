@@ -104,7 +104,6 @@ def test_missing_bucket_or_role_is_a_clear_error(deployable, publish_cli, catalo
 def test_jsonl_outputs_reach_the_indexer(deployable, publish_cli, catalogue, model_server, test_encoder, tmp_path):
     """Do what Batch Transform does with SplitType=Line/MultiRecord/AssembleWith=Line on the real
     server: post the shard's lines, write the answer lines (plus the assembling newline) to .out."""
-    from clip_search.images import decode_image
     from clip_search.search.embeddings import read_batch_output
 
     aws, (path, photos) = deployable, catalogue
@@ -122,13 +121,12 @@ def test_jsonl_outputs_reach_the_indexer(deployable, publish_cli, catalogue, mod
     # Under the default 6 MB limit the undecodable 1.2 MB blob is sent, and comes back as an error line.
     assert sorted(embeddings) == sorted([f"p{i}" for i in range(8)] + ["too-big"])
     assert isinstance(embeddings["too-big"], str) and "decodable" in embeddings["too-big"]
-    expected = test_encoder.encode_images([decode_image(p.read_bytes()) for p in photos])
+    expected = test_encoder.encode_image_bytes([p.read_bytes() for p in photos])
     np.testing.assert_allclose(np.stack([embeddings[f"p{i}"] for i in range(8)]), expected, atol=1e-4)
 
 
 @pytest.mark.server
 def test_raw_image_outputs_become_indexer_lines(deployable, catalogue, model_server, test_encoder, tmp_path):
-    from clip_search.images import decode_image
     from clip_search.search.embeddings import read_batch_output
 
     aws, (_, photos) = deployable, catalogue
@@ -141,5 +139,5 @@ def test_raw_image_outputs_become_indexer_lines(deployable, catalogue, model_ser
                              raw_images=True, echo=print)
     embeddings = read_batch_output(str(folder))
     assert sorted(embeddings) == sorted(p.stem for p in photos[:3])
-    np.testing.assert_allclose(embeddings[photos[0].stem], test_encoder.encode_images([decode_image(photos[0].read_bytes())])[0],
+    np.testing.assert_allclose(embeddings[photos[0].stem], test_encoder.encode_image_bytes([photos[0].read_bytes()])[0],
                                atol=1e-4)

@@ -82,12 +82,11 @@ def test_usage_errors_are_clear(tmp_path):
 
 def test_index_from_batch_transform_output(tmp_path, test_encoder, test_model_tar):
     """Image embeddings from Batch Transform *.out files; queries then encoded by the model."""
-    from clip_search.images import decode_image
     from clip_search.search.catalogue import read_catalogue
 
     everything = list(read_catalogue(CATALOGUE))
     products, failed = everything[:12], everything[-1]
-    vectors = test_encoder.encode_images([decode_image(open(p.image, "rb").read()) for p in products])
+    vectors = test_encoder.encode_image_bytes([open(p.image, "rb").read() for p in products])
     out_dir = tmp_path / "transform-output"
     out_dir.mkdir()
     lines = [json.dumps({"id": p.id, "embedding": v.tolist()}) for p, v in zip(products, vectors)]

@@ -91,3 +91,63 @@ def test_unknown_runtime_is_refused(test_model_dir):
 
     with pytest.raises(ValueError, match="unknown runtime 'nope'"):
         ClipEncoder.from_artifact(test_model_dir, runtime="nope")
+
+
+# --- JPEG draft decoding (libjpeg scales by 1/2, 1/4, 1/8 while decoding) ----------------------
+@pytest.fixture(scope="module")
+def large_jpegs(catalogue_photos):
+    """Catalogue photos as 1600x1200 JPEGs: the size of real catalogue photos, where draft pays."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for path in catalogue_photos[:6]:
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").resize((1600, 1200), Image.LANCZOS).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _draft_scale(width, height, size):
+    return max(s for s in (1, 2, 4, 8) if width // s >= size and height // s >= size)
+
+
+def test_draft_decodes_large_jpegs_smaller_but_never_below_the_model_input(test_encoder, large_jpegs):
+    full, draft = decode_image(large_jpegs[0]), test_encoder.decode(large_jpegs[0])
+    assert full.size == (1600, 1200)
+    scale = _draft_scale(1600, 1200, test_encoder.image_size)
+    assert scale > 1 and draft.size == (1600 // scale, 1200 // scale) and draft.mode == "RGB"
+    assert min(draft.size) >= test_encoder.image_size  # the preprocessor still only shrinks
+
+
+def test_draft_embeddings_stay_within_the_accuracy_guard(test_encoder, large_jpegs):
+    from clip_search.runtimes.guard import IMAGE_THRESHOLD
+
+    draft = test_encoder.encode_image_bytes(large_jpegs)
+    full = test_encoder.encode_images([decode_image(data) for data in large_jpegs])
+    assert not np.array_equal(draft, full)  # draft really changed the pixels
+    assert np.sum(draft * full, axis=1).min() >= IMAGE_THRESHOLD
+
+
+def test_draft_leaves_non_jpegs_and_small_jpegs_alone(test_encoder, catalogue_photos):
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.open(catalogue_photos[0]).resize((800, 800)).save(png, "PNG")
+    assert test_encoder.decode(png.getvalue()).size == (800, 800)
+    small = io.BytesIO()
+    Image.open(catalogue_photos[0]).convert("RGB").resize((100, 90)).save(small, "JPEG")
+    assert test_encoder.decode(small.getvalue()).size == (100, 90)
+
+
+def test_draft_can_be_switched_off_for_exact_full_decodes(test_model_dir, large_jpegs, monkeypatch):
+    from clip_search.encoder import ClipEncoder
+
+    monkeypatch.setenv("CLIP_SEARCH_JPEG_DRAFT", "0")
+    encoder = ClipEncoder.from_artifact(test_model_dir)
+    assert encoder.draft_size is None and encoder.decode(large_jpegs[0]).size == (1600, 1200)
+    np.testing.assert_array_equal(encoder.encode_image_bytes(large_jpegs[:2]),
+                                  encoder.encode_images([decode_image(data) for data in large_jpegs[:2]]))

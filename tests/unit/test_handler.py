@@ -82,9 +82,7 @@ def test_jsonlines_keeps_order_and_ids_one_batch_per_modality(model, photos):
     lines = [json.loads(line) for line in payload.split(b"\n")]
     assert [line["id"] for line in lines] == ["p1", 7, None, "p4"]
     assert np.allclose(lines[0]["embedding"], model.encode_texts(["red apple"])[0], atol=1e-5)
-    from clip_search.images import decode_image
-
-    assert np.allclose(lines[3]["embedding"], model.encode_images([decode_image(photos[1])])[0], atol=1e-5)
+    assert np.allclose(lines[3]["embedding"], model.encode_image_bytes([photos[1]])[0], atol=1e-5)
 
 
 def test_jsonlines_per_record_errors_leave_the_rest_encoded(model, photos):

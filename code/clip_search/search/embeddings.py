@@ -61,17 +61,13 @@ class LocalEmbedder(Embedder):
         return self.encoder.encode_texts(list(texts))
 
     def encode_images(self, images):
-        from clip_search.images import decode_image
-
-        return self.encoder.encode_images([decode_image(data) for data in images])
+        return self.encoder.encode_image_bytes(list(images))
 
     def encode_image_records(self, records):
-        from clip_search.images import decode_image
-
         decoded, out = [], {}
         for record_id, data in records:
             try:
-                decoded.append((record_id, decode_image(data)))
+                decoded.append((record_id, self.encoder.decode(data)))
             except Exception as error:
                 out[record_id] = f"cannot decode image: {error}"
         if decoded:
