@@ -1,6 +1,7 @@
 """clip-search performance, side by side, in one run: `python -m benchmarks` (or benchmarks/run.py).
 
 1. encoder: images/s and texts/s at batch 1, 8, 32 for every runtime, min cosine to torch fp32
+1b. decode: full JPEG decode against libjpeg's draft mode on 800 and 1600 px photos, with min cosine
 2. server: the reference regime (one raw JPEG per /invocations, torch fp32) against JSON Lines batches
    of 32 on the best runtime, through the native server (multi-model-server + our handler)
 3. query: text query -> embedding -> top-10 from the embedded index holding 100,000 products
@@ -94,15 +95,20 @@ def timed(fn, budget: float, min_runs: int = 2) -> list[float]:
     return times
 
 
-def interleaved(calls: list, budget: float, min_rounds: int = 3) -> dict:
-    """{label: [seconds]}: warm each call once, then rounds of one call each until the budget."""
+def interleaved(calls: list, budget: float, min_rounds: int = 3, settle: float = 0.0) -> dict:
+    """{label: [seconds]}: warm each call once, then rounds of one call each until the budget.
+
+    `settle`: untimed seconds of sleep before each call, for calls in other processes: a torch
+    worker's OpenMP threads keep spinning for a while after it answers, and without a pause the
+    next call measured pays for that (measured: +47 ms on a 350 ms batch)."""
     for _, call in calls:
         call()
     times = {label: [] for label, _ in calls}
     start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or time.perf_counter() - start < budget * len(calls):
+    while rounds < min_rounds or time.perf_counter() - start < (budget + settle) * len(calls):
         for label, call in calls:
+            time.sleep(settle)
             t0 = time.perf_counter()
             call()
             times[label].append(time.perf_counter() - t0)
@@ -178,7 +184,7 @@ def encoder_rows(args, models, jpegs, titles, threads):
         if within and (best is None or row[3] > best[1]):
             best = (enc, row[3], label)
     header = ["runtime", "img/s b1", "img/s b8", "img/s b32", "txt/s b1", "txt/s b8", "txt/s b32",
-              "text ms b1 p50", "min cos img / txt"]
+              f"text ms b1 p50 ({base.tokenize(texts[:1]).shape[1]} tokens)", "min cos img / txt"]
     table("1. encoder (in-process, preprocessed inputs)", header, rows, ratio_cols=range(1, 7))
     return best
 
@@ -187,6 +193,48 @@ def _eager(model_dir):
     runtime = TorchRuntime.load(model_dir, verify_artifact(model_dir), 0)
     runtime.trims_text = False  # the reference sample pads every text to the full 77 tokens
     return runtime
+
+
+# --- 1b. decode ---------------------------------------------------------------------------------
+def decode_rows(args, models, encoder, jpegs):
+    """Full decode vs JPEG draft (what the encoder does) on catalogue-sized photos, one at a time
+    (the server decodes one photo per core). The dataset's photos are 198-348 px, where draft has
+    nothing to skip: they are upscaled and re-encoded at quality 90 to 800x600 and 1600x1200.
+    Cosines: draft vs full on torch fp32 (the decode alone), and `encoder`'s runtime on draft vs
+    torch fp32 on a full decode (what the accuracy guard's threshold is about)."""
+    import io
+
+    from PIL import Image
+
+    reference = ClipEncoder.from_artifact(models["torch"], runtime="torch")
+    sizes, count = (800, 1600), 4 if args.quick else 16
+    rates, decode_cos, total_cos = {"full": [], "draft": []}, [], []
+    for side in sizes:
+        photos = []
+        for jpeg in jpegs[-count:]:
+            buffer = io.BytesIO()
+            Image.open(io.BytesIO(jpeg)).convert("RGB").resize((side, side * 3 // 4), Image.LANCZOS).save(
+                buffer, "JPEG", quality=90)
+            photos.append(buffer.getvalue())
+
+        def prepare(draft_size):
+            return np.stack([encoder.preprocess(decode_image(p, draft_size=draft_size)).numpy() for p in photos])
+
+        times = interleaved([("full", lambda: prepare(None)), ("draft", lambda: prepare(encoder.image_size))],
+                            args.budget / 2)
+        for label in rates:
+            rates[label].append(per_second(times[label], len(photos)))
+        full, draft = prepare(None), prepare(encoder.image_size)
+        exact = reference.encode_pixels(full)
+        decode_cos.append(float(np.sum(exact * reference.encode_pixels(draft), axis=1).min()))
+        total_cos.append(float(np.sum(exact * encoder.encode_pixels(draft), axis=1).min()))
+    rows = [["full decode (exact)", *rates["full"], "1.00000", ""],
+            [f"JPEG draft >= {encoder.image_size} px (the encoder's decode)", *rates["draft"],
+             f"{min(decode_cos):.5f}", f"{min(total_cos):.5f}"]]
+    name = encoder.manifest.get("runtime", "torch") if encoder.runtime.name != "torch" else "torch"
+    table(f"1b. decode + preprocess, photos/s, one photo at a time ({count} per size)",
+          ["decode", *(f"{s}x{s * 3 // 4}" for s in sizes), "min cos to full, torch fp32",
+           f"min cos, {name} on draft vs torch fp32 on full"], rows, ratio_cols=(1, 2))
 
 
 # --- 2. server ----------------------------------------------------------------------------------
@@ -215,7 +263,8 @@ def server_rows(args, models, best_runtime, best_enc, jpegs):
         def in_process():  # what the handler does for the batch, without HTTP and MMS
             best_enc.encode_pixels(np.stack(_prepare_images(best_enc, batch)))
 
-        times = interleaved([("ref", one_by_one), ("server", batched), ("model", in_process)], args.budget)
+        times = interleaved([("ref", one_by_one), ("server", batched), ("model", in_process)], args.budget,
+                            settle=0.5)
     ref_rate = per_second(times["ref"], n_ref)
     server_rate, model_rate = per_second(times["server"], len(batch)), per_second(times["model"], len(batch))
     overhead = statistics.median(times["server"]) / statistics.median(times["model"]) - 1
@@ -340,7 +389,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny test model, short timings (CI smoke)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip-search-bench"),
                         help="where packaged artifacts and the 100k index are kept between runs")
-    parser.add_argument("--sections", default="encoder,server,query,cold")
+    parser.add_argument("--sections", default="encoder,decode,server,query,cold")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES))
     parser.add_argument("--rows", type=int, default=100_000, help="products in the query benchmark's index")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
@@ -367,6 +416,8 @@ def main(argv=None):
     best_enc = best[0] if best else ClipEncoder.from_artifact(models["torch"], threads=threads)
     best_runtime = best_enc.manifest.get("runtime", "torch") if best_enc.runtime.name != "torch" else "torch"
     print(f"\nbest runtime within the accuracy guard: {best_runtime}")
+    if "decode" in sections:
+        decode_rows(args, models, best_enc, jpegs)
     if "server" in sections:
         server_rows(args, models, best_runtime, best_enc, jpegs)
     if "query" in sections:
