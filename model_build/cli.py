@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from clip_search.runtimes import PACKAGING_DEFAULT, RUNTIMES
 from model_build.config import FIELDS, State, load_config
 from model_build.errors import PublishError
 
@@ -78,13 +79,20 @@ def publish(ctx, config_file, state_file, region):
 @click.option("--pretrained", default=None, help="open_clip pretrained tag (default laion2b_s34b_b79k).")
 @click.option("--random-weights", is_flag=True, help="Package the architecture with random weights.")
 @click.option("--test-model", is_flag=True, help="Package the tiny random test model.")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=PACKAGING_DEFAULT, show_default=True,
+              help="Runtime to export for when packaging (checked by the accuracy guard; see package-model).")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Photos + titles for the accuracy guard (default: demo_data/ of this checkout).")
 @settings("bucket", "prefix")
-def artifact_command(model_path, arch, pretrained, random_weights, test_model, aws, state):
+def artifact_command(model_path, arch, pretrained, random_weights, test_model, runtime, calibration, aws, state):
     """Step 1: package the model and upload model.tar.gz to S3."""
     from model_build.artifact import upload_artifact
 
     options = {k: v for k, v in {"arch": arch, "pretrained": pretrained, "random_weights": random_weights,
                                  "test_model": test_model}.items() if v}
+    options["runtime"] = runtime
+    if runtime != "torch":
+        options["runtime_options"] = {"calibration": calibration}
     uri = upload_artifact(aws, model_path, options, echo=click.echo)
     state.record(model_data=uri)
     click.echo(f"model_data={uri}")

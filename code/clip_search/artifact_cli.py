@@ -7,8 +7,9 @@ import click
 from clip_search.artifact import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model, read_packed_manifest
 from clip_search.encoder import TEST_MODEL_WARNING
 from clip_search.errors import ModelDownloadError
+from clip_search.runtimes import PACKAGING_DEFAULT, RUNTIMES
 
-RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "openvino"]
+RUNTIME_CHOICES = list(RUNTIMES)
 
 
 @click.command("package-model")
@@ -16,9 +17,9 @@ RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "openvino"]
 @click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True, help="open_clip pretrained tag.")
 @click.option("--test-model", is_flag=True, help="Pack the tiny random-weights test model (no download).")
 @click.option("--random-weights", is_flag=True, help="Full-size --arch with random weights (benchmarks).")
-@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default="torch", show_default=True,
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default=PACKAGING_DEFAULT, show_default=True,
               help="Inference runtime to export for (at packaging time; the accuracy guard checks it "
-                   "against torch fp32 and refuses the artifact if it drifts).")
+                   "against torch fp32 and refuses the artifact if it drifts). torch: no export, no guard.")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of product photos + titles for the accuracy guard (default: demo_data/, "
                    "then ../shared/datasets/grocery-store).")
@@ -45,6 +46,8 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
         if not isinstance(error, AccuracyGuardError):
             raise
         click.echo(f"error: {error}", err=True)
+        click.echo("hint: no artifact was written; --runtime torch packages the reference path without a guard",
+                   err=True)
         sys.exit(3)
     manifest = read_packed_manifest(path)
     size_mb = path.stat().st_size / 1e6

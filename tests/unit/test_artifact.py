@@ -108,9 +108,11 @@ def test_package_model_cli_writes_the_test_model(tmp_path):
     output = tmp_path / "m.tar.gz"
     result = CliRunner().invoke(main, ["package-model", "--test-model", "-o", str(output)])
     assert result.exit_code == 0, result.output
-    assert "clip-search-tiny/random, dim 64" in result.output
+    assert "clip-search-tiny/random, dim 64, runtime openvino" in result.output  # the default
+    assert "accuracy guard passed" in result.output
     assert "TEST MODEL" in result.output
-    assert json.loads(tarfile.open(output).extractfile(MANIFEST_FILE).read())["test_model"] is True
+    manifest = json.loads(tarfile.open(output).extractfile(MANIFEST_FILE).read())
+    assert manifest["test_model"] is True and manifest["runtime"] == "openvino"
 
 
 def test_package_model_without_network_fails_clearly(tmp_path, monkeypatch):
