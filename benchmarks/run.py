@@ -32,6 +32,7 @@ from clip_search.batch import _prepare_images  # noqa: E402  (the handler's own 
 from clip_search.artifact import extract_artifact, package_model, verify_artifact  # noqa: E402
 from clip_search.encoder import ClipEncoder, configure_threads  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
+from clip_search.runtimes import PACKAGING_DEFAULT  # noqa: E402
 from clip_search.runtimes.guard import AccuracyGuardError  # noqa: E402
 from clip_search.runtimes.torch_runtime import TorchRuntime  # noqa: E402
 
@@ -238,7 +239,10 @@ def decode_rows(args, models, encoder, jpegs):
 
 
 # --- 2. server ----------------------------------------------------------------------------------
-def server_rows(args, models, best_runtime, best_enc, jpegs):
+def server_rows(args, models, paths, jpegs):
+    """`paths`: [(runtime, in-process encoder)], our batched path on each, against the reference."""
+    import contextlib
+
     import requests
 
     from clip_search.serving.server import ModelServer
@@ -246,30 +250,34 @@ def server_rows(args, models, best_runtime, best_enc, jpegs):
     n_ref = 8 if args.quick else 16
     batch = jpegs[:32]
     body = "\n".join(json.dumps({"id": i, "image": base64.b64encode(j).decode()}) for i, j in enumerate(batch))
-    # Both servers run at once and are timed in alternating rounds (fair under changing load).
-    with ModelServer(models["torch"]) as ref_server, ModelServer(models[best_runtime]) as best_server, \
-            requests.Session() as http:
+    # All servers run at once and are timed in alternating rounds (fair under changing load).
+    with contextlib.ExitStack() as stack, requests.Session() as http:
+        ref_server = stack.enter_context(ModelServer(models["torch"]))
+        servers = {runtime: stack.enter_context(ModelServer(models[runtime])) for runtime, _ in paths}
+
         def one_by_one():
             for jpeg in jpegs[:n_ref]:
                 r = http.post(ref_server.url + "/invocations", data=jpeg, headers={"Content-Type": "image/jpeg"})
                 r.raise_for_status()
 
-        def batched():
-            r = http.post(best_server.url + "/invocations", data=body.encode(),
+        def batched(server):
+            r = http.post(server.url + "/invocations", data=body.encode(),
                           headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"})
             r.raise_for_status()
             assert len(r.text.splitlines()) == len(batch)
 
-        def in_process():  # what the handler does for the batch, without HTTP and MMS
-            best_enc.encode_pixels(np.stack(_prepare_images(best_enc, batch)))
+        def in_process(enc):  # what the handler does for the batch, without HTTP and MMS
+            enc.encode_pixels(np.stack(_prepare_images(enc, batch)))
 
-        times = interleaved([("ref", one_by_one), ("server", batched), ("model", in_process)], args.budget,
-                            settle=0.5)
-    ref_rate = per_second(times["ref"], n_ref)
-    server_rate, model_rate = per_second(times["server"], len(batch)), per_second(times["model"], len(batch))
-    overhead = statistics.median(times["server"]) / statistics.median(times["model"]) - 1
-    rows = [["reference: 1 raw JPEG per request, torch fp32", ref_rate, "", ""],
-            [f"JSON Lines batches of 32, {best_runtime}", server_rate, f"{model_rate:.4g}", f"{overhead * 100:+.1f}%"]]
+        calls = [("ref", one_by_one)]
+        for runtime, enc in paths:
+            calls += [(runtime, lambda s=servers[runtime]: batched(s)), (runtime + " model", lambda e=enc: in_process(e))]
+        times = interleaved(calls, args.budget, settle=0.5)
+    rows = [["reference: 1 raw JPEG per request, torch fp32", per_second(times["ref"], n_ref), "", ""]]
+    for runtime, _ in paths:
+        overhead = statistics.median(times[runtime]) / statistics.median(times[runtime + " model"]) - 1
+        rows.append([f"JSON Lines batches of 32, {runtime}", per_second(times[runtime], len(batch)),
+                     f"{per_second(times[runtime + ' model'], len(batch)):.4g}", f"{overhead * 100:+.1f}%"])
     table("2. server (native MMS, images/s incl. JPEG decode)",
           ["path", "images/s", "in-process decode+encode img/s", "server overhead"], rows, ratio_cols=(1,))
 
@@ -418,12 +426,16 @@ def main(argv=None):
     print(f"\nbest runtime within the accuracy guard: {best_runtime}")
     if "decode" in sections:
         decode_rows(args, models, best_enc, jpegs)
+    # Our best path, and the runtime `package-model` exports by default when that is another one.
+    paths = [(best_runtime, best_enc)]
+    if PACKAGING_DEFAULT != best_runtime and not isinstance(models.get(PACKAGING_DEFAULT, "missing"), str):
+        paths.append((PACKAGING_DEFAULT, ClipEncoder.from_artifact(models[PACKAGING_DEFAULT], threads=threads)))
     if "server" in sections:
-        server_rows(args, models, best_runtime, best_enc, jpegs)
+        server_rows(args, models, paths, jpegs)
     if "query" in sections:
         query_rows(args, best_enc, titles)
     if "cold" in sections:
-        cold_rows(args, models, ["torch"] + ([best_runtime] if best_runtime != "torch" else []))
+        cold_rows(args, models, ["torch"] + [runtime for runtime, _ in paths if runtime != "torch"])
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
