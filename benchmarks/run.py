@@ -185,7 +185,7 @@ def encoder_rows(args, models, jpegs, titles, threads):
         if within and (best is None or row[3] > best[1]):
             best = (enc, row[3], label)
     header = ["runtime", "img/s b1", "img/s b8", "img/s b32", "txt/s b1", "txt/s b8", "txt/s b32",
-              f"text ms b1 p50 ({base.tokenize(texts[:1]).shape[1]} tokens)", "min cos img / txt"]
+              f"text ms b1 p50 ({int(base.tokenize(texts[:1]).argmax()) + 1} tokens)", "min cos img / txt"]
     table("1. encoder (in-process, preprocessed inputs)", header, rows, ratio_cols=range(1, 7))
     return best
 
