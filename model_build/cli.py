@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from clip_search.runtimes import PACKAGING_DEFAULT, RUNTIMES
+from clip_search.runtimes import PACKAGING_CHOICES, PACKAGING_DEFAULT
 from model_build.config import FIELDS, State, load_config
 from model_build.errors import PublishError
 
@@ -79,7 +79,7 @@ def publish(ctx, config_file, state_file, region):
 @click.option("--pretrained", default=None, help="open_clip pretrained tag (default laion2b_s34b_b79k).")
 @click.option("--random-weights", is_flag=True, help="Package the architecture with random weights.")
 @click.option("--test-model", is_flag=True, help="Package the tiny random test model.")
-@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=PACKAGING_DEFAULT, show_default=True,
+@click.option("--runtime", type=click.Choice(PACKAGING_CHOICES), default=PACKAGING_DEFAULT, show_default=True,
               help="Runtime to export for when packaging (checked by the accuracy guard; see package-model).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Photos + titles for the accuracy guard (default: demo_data/ of this checkout).")

@@ -142,6 +142,7 @@ def package_model(
 
     random_weights: the full-size architecture with seeded random weights (benchmarks offline).
     Otherwise the pretrained weights are downloaded through open_clip (needs internet).
+    runtime: "torch" (no export), one runtime, or "auto": the fastest the accuracy guard accepts.
     """
     if test_model:
         arch, pretrained, random_weights = TEST_ARCH, RANDOM_TAG, True
@@ -157,7 +158,12 @@ def package_model(
         staging = Path(staging)
         manifest = write_model_dir(staging, model, model_cfg, preprocess_cfg, manifest)
         del model
-        if runtime != "torch":
+        if runtime == "auto":
+            from clip_search.runtimes.export import export_first_passing
+
+            manifest = export_first_passing(staging, manifest, **(runtime_options or {}))
+            write_manifest(staging, manifest)
+        elif runtime != "torch":
             from clip_search.runtimes.export import export_runtime  # optional extras
 
             manifest = export_runtime(staging, manifest, runtime, **(runtime_options or {}))

@@ -7,9 +7,9 @@ import click
 from clip_search.artifact import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model, read_packed_manifest
 from clip_search.encoder import TEST_MODEL_WARNING
 from clip_search.errors import ModelDownloadError
-from clip_search.runtimes import PACKAGING_DEFAULT, RUNTIMES
+from clip_search.runtimes import PACKAGING_CHOICES, PACKAGING_DEFAULT
 
-RUNTIME_CHOICES = list(RUNTIMES)
+RUNTIME_CHOICES = PACKAGING_CHOICES
 
 
 @click.command("package-model")
@@ -19,7 +19,8 @@ RUNTIME_CHOICES = list(RUNTIMES)
 @click.option("--random-weights", is_flag=True, help="Full-size --arch with random weights (benchmarks).")
 @click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default=PACKAGING_DEFAULT, show_default=True,
               help="Inference runtime to export for (at packaging time; the accuracy guard checks it "
-                   "against torch fp32 and refuses the artifact if it drifts). torch: no export, no guard.")
+                   "against torch fp32 and refuses the artifact if it drifts). auto: the fastest runtime "
+                   "the guard accepts (onnx-int8, else openvino). torch: no export, no guard.")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of product photos + titles for the accuracy guard (default: demo_data/, "
                    "then ../shared/datasets/grocery-store).")
@@ -31,7 +32,7 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
                           openvino_precision, output):
     """Package an open_clip model as a SageMaker model artifact (model.tar.gz)."""
     options = {"calibration": calibration}
-    if runtime == "openvino":
+    if runtime in ("openvino", "auto"):
         options["precision"] = openvino_precision
     try:
         path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights,
@@ -53,6 +54,9 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
     size_mb = path.stat().st_size / 1e6
     click.echo(f"wrote {path} ({size_mb:.1f} MB): {manifest['model_id']}, dim {manifest['embed_dim']}, "
                f"runtime {manifest.get('runtime', 'torch')}")
+    for refused, why in manifest.get("runtime_selection", {}).get("refused", {}).items():
+        click.echo(f"WARNING: --runtime auto: the accuracy guard refused {refused} ({why}); "
+                   f"packaged {manifest['runtime']} instead", err=True)
     if "accuracy_guard" in manifest:
         guard = manifest["accuracy_guard"]
         click.echo(f"accuracy guard passed: min cosine to torch fp32 {guard['min_cosine_image']:.5f} (images), "

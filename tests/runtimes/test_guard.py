@@ -42,3 +42,60 @@ def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, 
     assert result.exit_code == 3, result.output
     assert "fails the accuracy guard" in result.output
     assert list(tmp_path.iterdir()) == []  # neither the artifact nor a partial file
+
+
+# --- --runtime auto: the fastest runtime the guard accepts ------------------------------------
+def _package_auto(tmp_path, calibration_dir):
+    from clip_search.artifact_cli import package_model_command
+
+    output = tmp_path / "model.tar.gz"
+    result = CliRunner().invoke(package_model_command, [
+        "--test-model", "--calibration", str(calibration_dir), "-o", str(output)])  # auto is the default
+    return output, result
+
+
+def _packed(output):
+    from clip_search.artifact import extract_artifact, read_manifest
+
+    model_dir = extract_artifact(output)
+    return model_dir, read_manifest(model_dir)
+
+
+def test_auto_packages_int8_when_the_guard_accepts_it(tmp_path, calibration_dir):
+    output, result = _package_auto(tmp_path, calibration_dir)
+    assert result.exit_code == 0, result.output
+    model_dir, manifest = _packed(output)
+    selection = manifest["runtime_selection"]
+    assert selection["requested"] == "auto" and selection["candidates"] == ["onnx-int8", "openvino"]
+    # Which one passes depends on this CPU's int8 kernels; whichever it is, the guard passed it.
+    assert manifest["runtime"] == ("openvino" if selection["refused"] else "onnx-int8")
+    assert manifest["accuracy_guard"]["min_cosine_text"] >= 0.998
+    assert f"runtime {manifest['runtime']}" in result.output
+
+
+def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibration_dir, monkeypatch):
+    from clip_search.encoder import ClipEncoder
+    from clip_search.runtimes import guard
+
+    # int8 texts measure ~0.9984 with the test model; OpenVINO (f32 exact, bf16 ~0.9999) passes.
+    monkeypatch.setattr(guard, "TEXT_THRESHOLD", 0.999)
+    output, result = _package_auto(tmp_path, calibration_dir)
+    assert result.exit_code == 0, result.output
+    assert "the accuracy guard refused onnx-int8" in result.output and "packaged openvino instead" in result.output
+    model_dir, manifest = _packed(output)
+    assert manifest["runtime"] == "openvino"
+    assert "min cosine to torch fp32" in manifest["runtime_selection"]["refused"]["onnx-int8"]
+    assert not (model_dir / "onnx").exists()
+    assert not any(name.startswith("onnx/") for name in manifest["files"])  # the checksums match the files
+    assert ClipEncoder.from_artifact(output).runtime.name == "openvino"
+
+
+def test_auto_writes_nothing_when_every_candidate_is_refused(tmp_path, calibration_dir, monkeypatch):
+    from clip_search.runtimes import guard
+
+    monkeypatch.setattr(guard, "IMAGE_THRESHOLD", 1.000001)  # unreachable, even in f32
+    output, result = _package_auto(tmp_path, calibration_dir)
+    assert result.exit_code == 3, result.output
+    assert "refused every candidate runtime" in result.output
+    assert "onnx-int8:" in result.output and "openvino:" in result.output
+    assert not output.exists() and list(tmp_path.iterdir()) == []

@@ -16,11 +16,9 @@ import numpy as np
 
 RUNTIME_ENV = "CLIP_SEARCH_RUNTIME"
 DEFAULT_RUNTIME = "torch"  # at serving, for a manifest that names none
-# What `package-model` and `publish artifact` export unless told otherwise. OpenVINO stays inside
-# the accuracy guard with room to spare on any x86-64 CPU (exact f32; bf16 at cosine 0.99995 where
-# the CPU has it, 4.8x torch eager at batch 32 there). onnx-int8 is faster still, but its text
-# margin is thin (0.9986 against 0.998 with random weights), so it is opt-in (docs/performance.md).
-PACKAGING_DEFAULT = "openvino"
+# What `package-model` and `publish artifact` export unless told otherwise: "auto", the fastest
+# runtime the accuracy guard accepts for the weights (runtimes/export.py, AUTO_CANDIDATES).
+PACKAGING_DEFAULT = "auto"
 
 # name -> "module:class". Each class has `load(model_dir, manifest, threads) -> Runtime`.
 RUNTIMES = {
@@ -29,6 +27,8 @@ RUNTIMES = {
     "onnx-int8": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
     "openvino": "clip_search.runtimes.openvino_runtime:OpenVinoRuntime",
 }
+# What `--runtime` takes at packaging: one runtime, or "auto".
+PACKAGING_CHOICES = [PACKAGING_DEFAULT, *RUNTIMES]
 
 logger = logging.getLogger(__name__)
 
