@@ -32,7 +32,7 @@ from clip_search.batch import _prepare_images  # noqa: E402  (the handler's own 
 from clip_search.artifact import extract_artifact, package_model, verify_artifact  # noqa: E402
 from clip_search.encoder import ClipEncoder, configure_threads  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
-from clip_search.runtimes import PACKAGING_DEFAULT  # noqa: E402
+from clip_search.runtimes.export import AUTO_CANDIDATES  # noqa: E402
 from clip_search.runtimes.guard import AccuracyGuardError  # noqa: E402
 from clip_search.runtimes.torch_runtime import TorchRuntime  # noqa: E402
 
@@ -426,10 +426,11 @@ def main(argv=None):
     print(f"\nbest runtime within the accuracy guard: {best_runtime}")
     if "decode" in sections:
         decode_rows(args, models, best_enc, jpegs)
-    # Our best path, and the runtime `package-model` exports by default when that is another one.
+    # Our best path, and the other runtimes `package-model --runtime auto` may choose for other weights.
     paths = [(best_runtime, best_enc)]
-    if PACKAGING_DEFAULT != best_runtime and not isinstance(models.get(PACKAGING_DEFAULT, "missing"), str):
-        paths.append((PACKAGING_DEFAULT, ClipEncoder.from_artifact(models[PACKAGING_DEFAULT], threads=threads)))
+    for runtime in AUTO_CANDIDATES:
+        if runtime != best_runtime and not isinstance(models.get(runtime, "missing"), str):
+            paths.append((runtime, ClipEncoder.from_artifact(models[runtime], threads=threads)))
     if "server" in sections:
         server_rows(args, models, paths, jpegs)
     if "query" in sections:
