@@ -66,7 +66,7 @@ class ClipEncoder:
         self.image_size = _image_size(config["model_cfg"])
         # Draft decoding keeps at least image_size pixels on both sides, so the preprocessor still
         # only ever shrinks. ViT-B-32 embeddings stay within cosine 0.99998 of a full decode (the
-        # accuracy guard asks 0.999) while 1600 px photos decode 3.8x faster (docs/performance.md).
+        # accuracy guard asks 0.999) while 1600 px photos decode 3.5-3.9x faster (docs/performance.md).
         self.draft_size = self.image_size if jpeg_draft_enabled() else None
         if self.is_test_model:
             logger.warning(TEST_MODEL_WARNING)
