@@ -158,12 +158,7 @@ def package_model(
         staging = Path(staging)
         manifest = write_model_dir(staging, model, model_cfg, preprocess_cfg, manifest)
         del model
-        if runtime == "auto":
-            from clip_search.runtimes.export import export_first_passing
-
-            manifest = export_first_passing(staging, manifest, **(runtime_options or {}))
-            write_manifest(staging, manifest)
-        elif runtime != "torch":
+        if runtime != "torch":
             from clip_search.runtimes.export import export_runtime  # optional extras
 
             manifest = export_runtime(staging, manifest, runtime, **(runtime_options or {}))

@@ -31,9 +31,7 @@ RUNTIME_CHOICES = PACKAGING_CHOICES
 def package_model_command(arch, pretrained, test_model, random_weights, runtime, calibration,
                           openvino_precision, output):
     """Package an open_clip model as a SageMaker model artifact (model.tar.gz)."""
-    options = {"calibration": calibration}
-    if runtime in ("openvino", "auto"):
-        options["precision"] = openvino_precision
+    options = {"calibration": calibration, "precision": openvino_precision}  # precision: OpenVINO only
     try:
         path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights,
                              runtime=runtime, runtime_options=options if runtime != "torch" else None)

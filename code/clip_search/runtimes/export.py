@@ -64,10 +64,15 @@ def export_first_passing(model_dir: Path, manifest: dict, candidates=AUTO_CANDID
 
 def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=None,
                    guard: bool = True, precision: str | None = None, **options) -> dict:
-    """Export, record, guard. Returns the updated manifest; raises AccuracyGuardError on failure."""
+    """Export, record, guard. Returns the updated manifest; raises AccuracyGuardError on failure.
+    `runtime` "auto": the first of AUTO_CANDIDATES the guard accepts (export_first_passing)."""
     from clip_search.runtimes import RUNTIMES
     from clip_search.runtimes.guard import run_guard
 
+    if runtime == AUTO:
+        if not guard:
+            raise ValueError("--runtime auto chooses by the accuracy guard; it cannot run without it")
+        return export_first_passing(model_dir, manifest, calibration=calibration, precision=precision, **options)
     model_dir = Path(model_dir)
     manifest = dict(manifest)
     if runtime not in RUNTIMES:
