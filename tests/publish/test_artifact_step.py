@@ -30,34 +30,30 @@ def test_settings_come_from_env_and_config_file(aws, publish_cli, test_model_tar
     assert f"s3://{aws['bucket']}/from-flag/models/" in out  # a flag beats both
 
 
-def _packed_manifest(aws, key) -> dict:
-    import io
-    import json
-    import tarfile
+def _packed_manifest(aws, key, tmp_path) -> dict:
+    from clip_search.artifact import read_packed_manifest
 
-    from clip_search.model_config import MANIFEST_FILE
-
-    body = aws["s3"].get_object(Bucket=aws["bucket"], Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        return json.loads(tar.extractfile(MANIFEST_FILE).read())
+    local = tmp_path / "downloaded.tar.gz"
+    aws["s3"].download_file(aws["bucket"], key, str(local))
+    return read_packed_manifest(local)
 
 
-def test_packages_the_model_when_none_is_given(aws, publish_cli):
+def test_packages_the_model_when_none_is_given(aws, publish_cli, tmp_path):
     out = publish_cli("artifact", "--test-model", "--bucket", aws["bucket"])
     assert "packaged" in out and "uploaded artifact" in out
     [obj] = _objects(aws)
     assert obj["Key"].endswith("/model.tar.gz")
     # The fast path by default: the fastest runtime the accuracy guard accepts.
-    manifest = _packed_manifest(aws, obj["Key"])
+    manifest = _packed_manifest(aws, obj["Key"], tmp_path)
     assert manifest["runtime_selection"]["requested"] == "auto"
     assert manifest["runtime"] in ("onnx-int8", "openvino")
     assert manifest["accuracy_guard"]["min_cosine_image"] >= 0.999
 
 
-def test_runtime_torch_packages_the_reference_path(aws, publish_cli):
+def test_runtime_torch_packages_the_reference_path(aws, publish_cli, tmp_path):
     publish_cli("artifact", "--test-model", "--runtime", "torch", "--bucket", aws["bucket"])
     [obj] = _objects(aws)
-    manifest = _packed_manifest(aws, obj["Key"])
+    manifest = _packed_manifest(aws, obj["Key"], tmp_path)
     assert manifest["runtime"] == "torch" and "accuracy_guard" not in manifest
 
 
