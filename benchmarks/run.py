@@ -187,7 +187,10 @@ def encoder_rows(args, models, jpegs, titles, threads):
     header = ["runtime", "img/s b1", "img/s b8", "img/s b32", "txt/s b1", "txt/s b8", "txt/s b32",
               f"text ms b1 p50 ({int(base.tokenize(texts[:1]).argmax()) + 1} tokens)", "min cos img / txt"]
     table("1. encoder (in-process, preprocessed inputs)", header, rows, ratio_cols=range(1, 7))
-    return best
+    # The encoders loaded here, by runtime, for the later sections (a ViT-B-32 is not loaded twice).
+    loaded = {enc.manifest.get("runtime", "torch") if enc.runtime.name != "torch" else "torch": enc
+              for label, enc in candidates[1:]}
+    return best, loaded
 
 
 def _eager(model_dir):
@@ -197,17 +200,16 @@ def _eager(model_dir):
 
 
 # --- 1b. decode ---------------------------------------------------------------------------------
-def decode_rows(args, models, encoder, jpegs):
+def decode_rows(args, reference, encoder, name, jpegs):
     """Full decode vs JPEG draft (what the encoder does) on catalogue-sized photos, one at a time
     (the server decodes one photo per core). The dataset's photos are 198-348 px, where draft has
     nothing to skip: they are upscaled and re-encoded at quality 90 to 800x600 and 1600x1200.
-    Cosines: draft vs full on torch fp32 (the decode alone), and `encoder`'s runtime on draft vs
-    torch fp32 on a full decode (what the accuracy guard's threshold is about)."""
+    Cosines: draft vs full on torch fp32 (`reference`: the decode alone), and `encoder` (runtime
+    `name`) on draft vs torch fp32 on a full decode (what the accuracy guard's threshold is about)."""
     import io
 
     from PIL import Image
 
-    reference = ClipEncoder.from_artifact(models["torch"], runtime="torch")
     sizes, count = (800, 1600), 4 if args.quick else 16
     rates, decode_cos, total_cos = {"full": [], "draft": []}, [], []
     for side in sizes:
@@ -232,7 +234,6 @@ def decode_rows(args, models, encoder, jpegs):
     rows = [["full decode (exact)", *rates["full"], "1.00000", ""],
             [f"JPEG draft >= {encoder.image_size} px (the encoder's decode)", *rates["draft"],
              f"{min(decode_cos):.5f}", f"{min(total_cos):.5f}"]]
-    name = encoder.manifest.get("runtime", "torch") if encoder.runtime.name != "torch" else "torch"
     table(f"1b. decode + preprocess, photos/s, one photo at a time ({count} per size)",
           ["decode", *(f"{s}x{s * 3 // 4}" for s in sizes), "min cos to full, torch fp32",
            f"min cos, {name} on draft vs torch fp32 on full"], rows, ratio_cols=(1, 2))
@@ -420,17 +421,19 @@ def main(argv=None):
         if isinstance(value, str):
             print(f"  {runtime}: {value}")
     jpegs, titles = load_inputs(64)
-    best = encoder_rows(args, models, jpegs, titles, threads) if sections & {"encoder", "server", "query"} else None
-    best_enc = best[0] if best else ClipEncoder.from_artifact(models["torch"], threads=threads)
-    best_runtime = best_enc.manifest.get("runtime", "torch") if best_enc.runtime.name != "torch" else "torch"
+    best, loaded = None, {}
+    if sections & {"encoder", "decode", "server", "query"}:
+        best, loaded = encoder_rows(args, models, jpegs, titles, threads)
+    if "torch" not in loaded:
+        loaded["torch"] = ClipEncoder.from_artifact(models["torch"], runtime="torch", threads=threads)
+    best_enc = best[0] if best else loaded["torch"]
+    best_runtime = next((name for name, enc in loaded.items() if enc is best_enc), "torch")  # eager won
     print(f"\nbest runtime within the accuracy guard: {best_runtime}")
     if "decode" in sections:
-        decode_rows(args, models, best_enc, jpegs)
+        decode_rows(args, loaded["torch"], best_enc, best_runtime, jpegs)
     # Our best path, and the other runtimes `package-model --runtime auto` may choose for other weights.
     paths = [(best_runtime, best_enc)]
-    for runtime in AUTO_CANDIDATES:
-        if runtime != best_runtime and not isinstance(models.get(runtime, "missing"), str):
-            paths.append((runtime, ClipEncoder.from_artifact(models[runtime], threads=threads)))
+    paths += [(runtime, loaded[runtime]) for runtime in AUTO_CANDIDATES if runtime != best_runtime and runtime in loaded]
     if "server" in sections:
         server_rows(args, models, paths, jpegs)
     if "query" in sections:
