@@ -5,35 +5,35 @@ from setuptools import find_packages, setup
 
 VERSION = (Path(__file__).parent / "code" / "clip_search" / "VERSION").read_text().strip()
 
-# torch is pinned to the CPU build; an unpinned torch (or a torchvision that wants a newer one)
-# makes pip fetch a multi-GB CUDA build. torchvision is only used for its pure-Python transforms.
+# The run-time core: encode in process with an exported (ONNX) artifact and search the embedded
+# index. No torch: that is build time (the `package` extra) or the torch runtime.
 CORE = [
-    "torch==2.13.0",
-    "torchvision==0.28.0",
-    "open_clip_torch==3.3.0",
-    "safetensors>=0.4",
     "numpy>=1.26",
     "pillow>=10.3",
     "click>=8.1",
     "tqdm>=4.66",
     "requests>=2.31",
     "orjson>=3.9",  # float32 arrays straight to JSON, ~15x faster than json on a batch answer
-    "faiss-cpu>=1.8",
-    # Runtimes an artifact may be exported for (--runtime onnx / onnx-int8 / openvino): the serving
-    # image needs them to serve such artifacts; without them the server falls back to torch.
     "onnxruntime>=1.18",
-    "openvino>=2024.4",
-    # Serving: AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.
-    "sagemaker-inference==1.10.1",
-    "multi-model-server==1.1.11",
-    "setuptools<82",
+    "tokenizers>=0.20",  # the artifact's tokenizer.json (built from open_clip's BPE at packaging)
+    "ftfy>=6.1",  # the same text clean-up open_clip applies before tokenising
+    "fsspec>=2024.2",
+    "aiohttp>=3.9",  # fsspec's http(s) filesystem
+    "faiss-cpu>=1.8",
 ]
 EXTRAS = {
+    # Serving with AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.
+    "serve": ["sagemaker-inference==1.10.1", "multi-model-server==1.1.11", "setuptools<82"],
+    # Build time: package-model, export, accuracy guard; also the torch runtime. torch is pinned to
+    # the CPU build; an unpinned torch (or a torchvision that wants a newer one) makes pip fetch a
+    # multi-GB CUDA build. torchvision is only used for its pure-Python transforms.
+    "package": ["torch==2.13.0", "torchvision==0.28.0", "open_clip_torch==3.3.0", "safetensors>=0.4",
+                "onnx>=1.16", "onnxscript>=0.1", "openvino>=2024.4"],
+    # The OpenVINO runtime at serving (the full image); exporting to it is part of `package`.
+    "openvino": ["openvino>=2024.4"],
     "opensearch": ["opensearch-py>=2.6", "boto3>=1.34"],
     "pgvector": ["psycopg[binary]>=3.1", "pgvector>=0.3"],
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
-    # Exporting at packaging time (package-model --runtime ...); serving needs only the runtimes.
-    "export": ["onnx>=1.16", "onnxscript>=0.1"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
@@ -57,7 +57,11 @@ setup(
     # The library lives in code/ (SageMaker's layout); model_build/ (publishing) sits at the top.
     package_dir={"": "code", **{name: name.replace(".", "/") for name in PUBLISHING}},
     packages=find_packages("code") + PUBLISHING,
-    package_data={"clip_search": ["VERSION", "model_configs/*.json"]},
+    package_data={
+        "clip_search": ["VERSION"],
+        "clip_search.packaging": ["model_configs/*.json"],
+        "clip_search.demo_data": ["grocery/*.jsonl", "grocery/*.md", "grocery/LICENSE", "grocery/images/*"],
+    },
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

@@ -28,13 +28,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
 
-from clip_search.batch import _prepare_images  # noqa: E402  (the handler's own decode path)
-from clip_search.artifact import extract_artifact, package_model, verify_artifact  # noqa: E402
-from clip_search.encoder import ClipEncoder, configure_threads  # noqa: E402
+from clip_search.serving.batch import _prepare_images  # noqa: E402  (the handler's own decode path)
+from clip_search.artifact import extract_artifact, verify_artifact  # noqa: E402
+from clip_search.packaging.build import package_model  # noqa: E402
+from clip_search.encoder import ClipEncoder, resolve_threads  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
-from clip_search.runtimes.export import AUTO_CANDIDATES  # noqa: E402
-from clip_search.runtimes.guard import AccuracyGuardError  # noqa: E402
-from clip_search.runtimes.torch_runtime import TorchRuntime  # noqa: E402
+from clip_search.packaging.export import AUTO_CANDIDATES  # noqa: E402
+from clip_search.packaging.guard import AccuracyGuardError  # noqa: E402
+from clip_search.packaging.torch_runtime import TorchRuntime  # noqa: E402
 
 GROCERY = Path(os.environ.get("CLIP_SEARCH_GROCERY_DIR", REPO.parent / "shared" / "datasets" / "grocery-store"))
 RUNTIMES = ["torch", "onnx", "onnx-int8", "openvino"]
@@ -43,7 +44,7 @@ BATCHES = (1, 8, 32)
 
 # --- inputs and artifacts -----------------------------------------------------------------------
 def load_inputs(count: int):
-    from clip_search.runtimes.guard import _titles
+    from clip_search.packaging.guard import _titles
 
     paths = sorted((GROCERY / "iconic-images-and-descriptions").rglob("*.jpg"))
     paths += sorted((GROCERY / "val").rglob("*.jpg"))
@@ -410,7 +411,7 @@ def main(argv=None):
     if args.quick:
         args.budget, args.rows = min(args.budget, 0.3), min(args.rows, 10_000)
     sections = set(args.sections.split(","))
-    threads = configure_threads(args.threads)
+    threads = resolve_threads(args.threads)
     load = os.getloadavg()
     print(f"# clip-search benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"machine: {platform.processor() or platform.machine()}, {threads} threads, load average "

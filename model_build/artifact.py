@@ -30,7 +30,7 @@ def upload_artifact(aws: Aws, model_path: Path | None = None, package_options: d
     aws.check_bucket(config.bucket)
     with tempfile.TemporaryDirectory(prefix="clip-search-publish-") as scratch:
         if model_path is None:
-            from clip_search.artifact import package_model
+            from clip_search.packaging.build import package_model
 
             model_path = package_model(Path(scratch) / "model.tar.gz", **(package_options or {}))
             echo(f"packaged {model_path} ({model_path.stat().st_size} bytes)")

@@ -34,7 +34,7 @@ def store_photos(grocery_dir) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def test_model_tar(tmp_path_factory) -> Path:
-    from clip_search.artifact import package_model
+    from clip_search.packaging.build import package_model
 
     return package_model(tmp_path_factory.mktemp("model") / "model.tar.gz", test_model=True)
 

@@ -9,7 +9,7 @@ import click
 
 # name -> ("module:attribute" of a click command, one-line help). Each stage owns its module.
 COMMANDS = {
-    "package-model": ("clip_search.artifact_cli:package_model_command", "Package an open_clip model as model.tar.gz."),
+    "package-model": ("clip_search.packaging.cli:package_model_command", "Package an open_clip model as model.tar.gz."),
     "encode": ("clip_search.encode_cli:encode", "Encode texts or images (in process or via an endpoint)."),
     "serve": ("clip_search.serving.cli:serve", "Serve the model natively with multi-model-server."),
     "index": ("clip_search.search.cli:index", "Encode a product catalogue and index it."),

@@ -21,22 +21,26 @@ from pathlib import Path
 
 import click
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_DATA_ENV = "CLIP_SEARCH_DEMO_DATA"
-GROCERY_ENV = "CLIP_SEARCH_GROCERY_DIR"
+from clip_search import settings
+
 TEXT_QUERIES = ["green apple", "orange juice", "oat milk", "red bell pepper", "vanilla yoghurt"]
 BANNER = "!" * 78
 WEIGHTS_HOST = "huggingface.co"
 
 
 def demo_catalogue_dir() -> Path:
-    return Path(os.environ.get(DEMO_DATA_ENV, REPO / "demo_data" / "grocery"))
+    """CLIP_SEARCH_DEMO_DATA, else the demo catalogue shipped in the package."""
+    from clip_search.demo_data import GROCERY
+
+    return Path(settings.current().demo_data or GROCERY)
 
 
 def grocery_store_dir() -> Path | None:
-    """The full Grocery Store Dataset (its val/ store photos), when it is beside the repo."""
-    path = Path(os.environ.get(GROCERY_ENV, REPO.parent / "shared" / "datasets" / "grocery-store"))
-    return path if (path / "val.txt").is_file() else None
+    """The full Grocery Store Dataset (its val/ store photos), when CLIP_SEARCH_GROCERY_DIR names it
+    (`make demo` points it at ../shared/datasets/grocery-store)."""
+    configured = settings.current().grocery_dir
+    path = Path(configured) if configured else None
+    return path if path is not None and (path / "val.txt").is_file() else None
 
 
 def _step(number: int, text: str) -> None:
@@ -52,7 +56,7 @@ def _loud(lines: list[str]) -> None:
 
 def package(workdir: Path, test_model: bool) -> tuple[Path, bool]:
     """-> (model.tar.gz, is the test model). Real weights need internet; without it, fall back."""
-    from clip_search.artifact import package_model
+    from clip_search.packaging.build import package_model
 
     if not test_model:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip-search"

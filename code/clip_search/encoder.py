@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_search.artifact import extract_artifact, verify_artifact
+from clip_search import settings
+from clip_search.artifact import extract_artifact, read_config, verify_artifact
 from clip_search.images import decode_image
-from clip_search.model_config import build_preprocess, build_tokenizer, read_config
 from clip_search.runtimes import load_runtime
 
 logger = logging.getLogger(__name__)
 
 THREADS_ENV = "CLIP_SEARCH_THREADS"
-# JPEG draft decoding (libjpeg scales by 1/2, 1/4 or 1/8 while decoding) is on unless this is "0".
-JPEG_DRAFT_ENV = "CLIP_SEARCH_JPEG_DRAFT"
 TEST_MODEL_WARNING = (
     "WARNING: this is the clip-search TEST MODEL (tiny, random weights). Its embeddings are "
     "meaningless: use it for tests and smoke runs only."
@@ -34,16 +32,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure_threads(threads: int | None = None) -> int:
-    threads = threads or int(os.environ.get(THREADS_ENV, 0)) or available_cores()
-    import torch
-
-    torch.set_num_threads(threads)
-    return threads
-
-
-def jpeg_draft_enabled() -> bool:
-    return os.environ.get(JPEG_DRAFT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+def resolve_threads(threads: int | None = None) -> int:
+    """Intra-op threads: the argument, else CLIP_SEARCH_THREADS, else the cores we may use."""
+    return threads or settings.current().threads or available_cores()
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
@@ -58,16 +49,18 @@ class ClipEncoder:
         """`runtime`: a loaded runtime object; otherwise one is loaded by `runtime_name`."""
         self.model_dir = Path(model_dir)
         self.manifest = manifest
-        self.threads = configure_threads(threads)
+        self.threads = resolve_threads(threads)
         self.runtime = runtime or load_runtime(self.model_dir, manifest, runtime_name, self.threads)
         config = read_config(self.model_dir)
+        from clip_search.packaging.open_clip_io import build_preprocess, build_tokenizer
+
         self.preprocess = build_preprocess(config.get("preprocess_cfg", {}))
         self.tokenizer = build_tokenizer(self.model_dir)
         self.image_size = _image_size(config["model_cfg"])
         # Draft decoding keeps at least image_size pixels on both sides, so the preprocessor still
         # only ever shrinks. ViT-B-32 embeddings stay within cosine 0.99998 of a full decode (the
         # accuracy guard asks 0.999) while 1600 px photos decode 3.5-3.9x faster (docs/performance.md).
-        self.draft_size = self.image_size if jpeg_draft_enabled() else None
+        self.draft_size = self.image_size if settings.current().jpeg_draft else None
         if self.is_test_model:
             logger.warning(TEST_MODEL_WARNING)
 

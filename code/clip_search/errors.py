@@ -1,21 +1,27 @@
-"""Errors with an HTTP status, raised where bad input is found and rendered by the handler service.
+"""The project's small error hierarchy. Each error says what was wrong; none needs an optional extra.
 
-They subclass the toolkit's `GenericInferenceToolkitError`, so the stock `sagemaker-inference`
-Transformer (used when a stock SageMaker image serves our `inference.py`) also answers with the
-right status; our own handler service renders them as `{"error": ..., "status": N}`.
+RequestError and its subclasses carry an HTTP status: raised where bad input is found (decoding an
+image, parsing a request), rendered as `{"error": ..., "status": N}` by the serving layer and the
+app, and as one `Error: ...` line by the CLI. For a stock SageMaker image, which only knows the
+toolkit's GenericInferenceToolkitError, `clip_search.serving.handler` converts them at its edge.
 """
 from http import HTTPStatus
 
-from sagemaker_inference.errors import GenericInferenceToolkitError
+
+class ClipSearchError(Exception):
+    """Base of every error the project raises on purpose (the CLI prints these as one line)."""
 
 
-class RequestError(GenericInferenceToolkitError):
+class RequestError(ClipSearchError):
     """A client error: the request, not the server, was wrong."""
 
     status = HTTPStatus.BAD_REQUEST
 
     def __init__(self, message: str):
-        super().__init__(int(self.status), message, self.status.phrase)
+        super().__init__(message)
+        self.message = message
+        self.status_code = int(self.status)
+        self.phrase = self.status.phrase
 
 
 class BadRequest(RequestError):
@@ -34,9 +40,9 @@ class NotAcceptable(RequestError):
     status = HTTPStatus.NOT_ACCEPTABLE
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ClipSearchError, RuntimeError):
     """The model artifact is missing, incomplete or corrupt. The message names the file."""
 
 
-class ModelDownloadError(RuntimeError):
+class ModelDownloadError(ClipSearchError, RuntimeError):
     """Pretrained weights could not be fetched (no network, unknown tag, hub error)."""

@@ -12,7 +12,7 @@ import importlib.util
 # extra -> the top-level modules it brings (the first missing one is named in the error).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("sagemaker_inference", "mms"),
-    "package": ("torch", "open_clip", "onnx", "onnxscript"),
+    "package": ("torch", "open_clip", "safetensors", "onnx", "onnxscript"),
     "openvino": ("openvino",),
     "opensearch": ("opensearchpy", "boto3"),
     "pgvector": ("psycopg", "pgvector"),

@@ -5,17 +5,14 @@ pipelines, 16-bit greyscale, phone photos whose pixels are stored sideways with 
 All of them become upright RGB here, so the model sees what a person sees.
 """
 import io
-import os
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from clip_search import settings
 from clip_search.errors import BadRequest, PayloadTooLarge
 
-# Decompression-bomb guard: a tiny file can declare a huge canvas. 50 MP covers any product photo
-# (an 8K frame is 33 MP) and bounds the decode to ~150 MB of RGB.
-DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_ENV = "CLIP_SEARCH_MAX_IMAGE_PIXELS"
 
 # Transparent product cut-outs are shown on white in every shop; black would change the embedding.
@@ -23,7 +20,7 @@ BACKGROUND = (255, 255, 255)
 
 
 def max_pixels() -> int:
-    return int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS))
+    return settings.current().max_image_pixels
 
 
 def decode_image(data: bytes, limit: int | None = None, draft_size: int | None = None) -> Image.Image:

@@ -51,8 +51,8 @@ def test_headless_jre_and_no_compilers(docker_ready):
 
 def test_serving_stack_imports(docker_ready):
     out = run_in_image(
-        "python -c 'import clip_search.handler_service, sagemaker_inference, mms;"
-        "from clip_search._torchvision_compat import ensure_torchvision_importable as guard;"
+        "python -c 'import clip_search.serving.handler_service, sagemaker_inference, mms;"
+        "from clip_search.packaging.torchvision_compat import ensure_torchvision_importable as guard;"
         "print(guard()); import open_clip; print(\"ok\")'")
     # True: the guard was needed, as PyPI torchvision's compiled ops were removed from the image.
     assert out.split() == ["True", "ok"]

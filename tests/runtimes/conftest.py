@@ -14,7 +14,7 @@ def calibration_dir(grocery_dir):
 
 @pytest.fixture(scope="session")
 def onnx_model_dir(tmp_path_factory, calibration_dir):
-    from clip_search.artifact import package_model
+    from clip_search.packaging.build import package_model
 
     path = tmp_path_factory.mktemp("onnx") / "model.tar.gz"
     package_model(path, test_model=True, runtime="onnx", runtime_options={"calibration": calibration_dir})
@@ -24,7 +24,7 @@ def onnx_model_dir(tmp_path_factory, calibration_dir):
 @pytest.fixture(scope="session")
 def openvino_model_dir(tmp_path_factory, calibration_dir):
     """Packaged through the CLI, with the issue's spelling `--runtime openvino`."""
-    from clip_search.artifact_cli import package_model_command
+    from clip_search.packaging.cli import package_model_command
 
     path = tmp_path_factory.mktemp("openvino") / "model.tar.gz"
     result = CliRunner().invoke(package_model_command, [
@@ -37,8 +37,9 @@ def openvino_model_dir(tmp_path_factory, calibration_dir):
 @pytest.fixture(scope="session")
 def int8_model_dir(tmp_path_factory, test_model_dir):
     """int8 graphs exported without the guard (test_guard runs it with several thresholds)."""
-    from clip_search.artifact import read_manifest, write_manifest
-    from clip_search.runtimes.export import export_runtime
+    from clip_search.artifact import read_manifest
+    from clip_search.packaging.manifest import write_manifest
+    from clip_search.packaging.export import export_runtime
 
     model_dir = tmp_path_factory.mktemp("int8") / "model"
     shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))

@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from clip_search.artifact import read_manifest
-from clip_search.runtimes.guard import AccuracyGuardError, calibration_dir, load_calibration, run_guard
+from clip_search.packaging.guard import AccuracyGuardError, calibration_dir, load_calibration, run_guard
 
 
 def test_calibration_set_is_real_photos_and_titles(calibration_dir):
@@ -32,8 +32,8 @@ def test_guard_records_figures_thresholds_and_cpu(int8_model_dir, calibration_di
 
 
 def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, monkeypatch):
-    from clip_search.artifact_cli import package_model_command
-    from clip_search.runtimes import guard
+    from clip_search.packaging.cli import package_model_command
+    from clip_search.packaging import guard
 
     monkeypatch.setattr(guard, "IMAGE_THRESHOLD", 0.99999)  # int8 drifts more than that on photos
     output = tmp_path / "model.tar.gz"
@@ -46,7 +46,7 @@ def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, 
 
 # --- --runtime auto: the fastest runtime the guard accepts ------------------------------------
 def _package_auto(tmp_path, calibration_dir):
-    from clip_search.artifact_cli import package_model_command
+    from clip_search.packaging.cli import package_model_command
 
     output = tmp_path / "model.tar.gz"
     result = CliRunner().invoke(package_model_command, [
@@ -75,7 +75,7 @@ def test_auto_packages_int8_when_the_guard_accepts_it(tmp_path, calibration_dir)
 
 def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibration_dir, monkeypatch):
     from clip_search.encoder import ClipEncoder
-    from clip_search.runtimes import guard
+    from clip_search.packaging import guard
 
     # int8 texts measure ~0.9984 with the test model; OpenVINO (f32 exact, bf16 ~0.9999) passes.
     monkeypatch.setattr(guard, "TEXT_THRESHOLD", 0.999)
@@ -91,7 +91,7 @@ def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibra
 
 
 def test_auto_writes_nothing_when_every_candidate_is_refused(tmp_path, calibration_dir, monkeypatch):
-    from clip_search.runtimes import guard
+    from clip_search.packaging import guard
 
     monkeypatch.setattr(guard, "IMAGE_THRESHOLD", 1.000001)  # unreachable, even in f32
     output, result = _package_auto(tmp_path, calibration_dir)

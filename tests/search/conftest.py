@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clip_search.demo_data import GROCERY as DEMO_DATA
+
 REPO = Path(__file__).resolve().parents[2]
 PG_DSN_ENV = "CLIP_SEARCH_TEST_PG_DSN"
 
@@ -131,4 +133,4 @@ def unit(vectors) -> np.ndarray:
 
 @pytest.fixture
 def grocery_catalogue() -> Path:
-    return REPO / "demo_data" / "grocery" / "products.jsonl"
+    return DEMO_DATA / "products.jsonl"

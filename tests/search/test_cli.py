@@ -2,12 +2,14 @@
 import json
 
 import pytest
+
+from clip_search.demo_data import GROCERY as DEMO_DATA
 from click.testing import CliRunner
 
 from clip_search.cli import main
 from tests.search.conftest import REPO
 
-CATALOGUE = REPO / "demo_data" / "grocery" / "products.jsonl"
+CATALOGUE = DEMO_DATA / "products.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_text_search_json_with_filter_uses_the_recorded_model(built_index):
 
 
 def test_image_search_finds_the_catalogue_photo(built_index):
-    photo = REPO / "demo_data" / "grocery" / "images" / "Kiwi.jpg"
+    photo = DEMO_DATA / "images" / "Kiwi.jpg"
     result = _search("--index", str(built_index), "--image", str(photo), "-k", "3", "--json")
     hits = json.loads(result.output[result.output.index("["):])
     assert hits[0]["id"] == "Kiwi" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
@@ -63,7 +65,7 @@ def test_a_query_from_another_model_is_refused(built_index, tmp_path, test_model
 
 def test_eval_prints_recall_table(built_index, tmp_path):
     queries = tmp_path / "queries.jsonl"
-    photo = REPO / "demo_data" / "grocery" / "images" / "Lime.jpg"
+    photo = DEMO_DATA / "images" / "Lime.jpg"
     queries.write_text(json.dumps({"text": "a lime", "relevant": ["Lime"]}) + "\n"
                        + json.dumps({"image": str(photo), "relevant": ["Lime"]}) + "\n")
     result = CliRunner().invoke(main, ["eval", "--index", str(built_index), "--queries", str(queries)])

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from clip_search.demo_data import GROCERY as DEMO_DATA
+
 
 @pytest.mark.server
 def test_demo_runs_the_whole_path_offline_from_the_repo_alone(tmp_path):
@@ -49,7 +51,7 @@ def test_cli_index_and_search_through_the_native_server(tmp_path, test_model_tar
     from clip_search.serving.server import ModelServer
     from tests.search.conftest import REPO
 
-    products = list(read_catalogue(REPO / "demo_data" / "grocery" / "products.jsonl"))[:10]
+    products = list(read_catalogue(DEMO_DATA / "products.jsonl"))[:10]
     catalogue = tmp_path / "subset.jsonl"
     catalogue.write_text("".join(json.dumps({"id": p.id, "title": p.title, "image": p.image, **p.metadata}) + "\n"
                                  for p in products))

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import requests
 
-from clip_search.model_config import MANIFEST_FILE, WEIGHTS_FILE
+from clip_search.artifact import MANIFEST_FILE, WEIGHTS_FILE
 from clip_search.serving.server import ModelServer, ServerError, free_port
 
 pytestmark = pytest.mark.server

@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from clip_search.artifact import extract_artifact, package_model, read_packed_manifest, verify_artifact
+from clip_search.artifact import extract_artifact, read_packed_manifest, verify_artifact
+from clip_search.packaging.build import package_model
 from clip_search.errors import ModelLoadError
-from clip_search.model_config import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from clip_search.artifact import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
 
 
 def test_tar_holds_config_weights_manifest_and_script_mode_code(test_model_tar):
     names = set(tarfile.open(test_model_tar).getnames())
     assert {CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, "code/inference.py", "code/requirements.txt"} <= names
-    assert "code/clip_search/handler.py" in names
+    assert "code/clip_search/serving/handler.py" in names
     # No pickle anywhere: no torch.save / pickle files in the artifact.
     assert not [n for n in names if n.endswith((".pt", ".pth", ".bin", ".pkl", ".ckpt"))]
     assert test_model_tar.stat().st_size < 15_000_000
@@ -29,7 +30,7 @@ def test_manifest_describes_the_test_model(test_model_tar, test_model_dir):
 
 
 def test_weights_round_trip_through_safetensors_exactly(test_model_dir):
-    from clip_search.artifact import build_open_clip_model
+    from clip_search.packaging.build import build_open_clip_model
 
     model, _, _ = build_open_clip_model("clip-search-tiny", None, seed=0)
     stored = load_file(str(test_model_dir / WEIGHTS_FILE))
@@ -38,7 +39,7 @@ def test_weights_round_trip_through_safetensors_exactly(test_model_dir):
 
 
 def test_open_clip_itself_can_load_the_extracted_artifact(test_model_dir, test_encoder):
-    from clip_search._torchvision_compat import ensure_torchvision_importable
+    from clip_search.packaging.torchvision_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     import open_clip
@@ -78,7 +79,7 @@ def test_missing_files_are_named(test_model_dir, tmp_path, missing):
 
 
 def test_model_fn_names_the_broken_file(test_model_dir, tmp_path):
-    from clip_search.handler import model_fn
+    from clip_search.serving.handler import model_fn
 
     model_dir = copy_model(test_model_dir, tmp_path)
     (model_dir / MANIFEST_FILE).write_text("{not json")

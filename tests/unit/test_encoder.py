@@ -122,7 +122,7 @@ def test_draft_decodes_large_jpegs_smaller_but_never_below_the_model_input(test_
 
 
 def test_draft_embeddings_stay_within_the_accuracy_guard(test_encoder, large_jpegs):
-    from clip_search.runtimes.guard import IMAGE_THRESHOLD
+    from clip_search.packaging.guard import IMAGE_THRESHOLD
 
     draft = test_encoder.encode_image_bytes(large_jpegs)
     full = test_encoder.encode_images([decode_image(data) for data in large_jpegs])

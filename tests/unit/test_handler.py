@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from clip_search.errors import RequestError
-from clip_search.handler import input_fn, model_fn, output_fn, predict_fn
+from sagemaker_inference.errors import GenericInferenceToolkitError
+from clip_search.serving.handler import input_fn, model_fn, output_fn, predict_fn
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +135,11 @@ def test_default_accept_follows_sagemaker_variable(model, monkeypatch):
 
 
 def status_of(model, body, content_type, accept="application/json"):
-    with pytest.raises(RequestError) as caught:
+    # A stock SageMaker image's toolkit only knows its own error class: the handler converts ours.
+    with pytest.raises(GenericInferenceToolkitError) as caught:
         run(model, body, content_type, accept)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RequestError) and cause.status_code == caught.value.status_code
     return caught.value.status_code, caught.value.message
 
 

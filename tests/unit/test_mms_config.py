@@ -16,7 +16,7 @@ def test_defaults(monkeypatch):
                  "SAGEMAKER_MODEL_SERVER_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     config = parse(mms.properties("http://0.0.0.0:8080", "http://0.0.0.0:8080"))
-    assert config["default_service_handler"] == "clip_search.handler_service"
+    assert config["default_service_handler"] == "clip_search.serving.handler_service"
     assert config["inference_address"] == "http://0.0.0.0:8080"
     assert config["default_workers_per_model"] == "1"
     assert config["max_request_size"] == str(6 * 1024 * 1024)

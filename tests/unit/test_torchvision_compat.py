@@ -5,7 +5,7 @@ import sys
 def test_open_clip_imports_beside_the_cpu_torch_in_a_fresh_interpreter():
     # A fresh process: torchvision must not have been imported by anything else first.
     code = (
-        "from clip_search._torchvision_compat import ensure_torchvision_importable\n"
+        "from clip_search.packaging.torchvision_compat import ensure_torchvision_importable\n"
         "declared = ensure_torchvision_importable()\n"
         "import torchvision.transforms, open_clip\n"
         "import torch\n"
@@ -17,7 +17,7 @@ def test_open_clip_imports_beside_the_cpu_torch_in_a_fresh_interpreter():
 
 
 def test_second_call_is_a_no_op():
-    from clip_search._torchvision_compat import ensure_torchvision_importable
+    from clip_search.packaging.torchvision_compat import ensure_torchvision_importable
 
     first = ensure_torchvision_importable()
     assert ensure_torchvision_importable() == first  # declaring the schemas twice would raise

@@ -1,18 +1,23 @@
 """Inference runtimes: what turns preprocessed pixels and token ids into (unnormalised) features.
 
 Every runtime implements the same two calls, so the encoder, the handler and the server do not know
-which one runs. `torch` (the reference, fp32 eager) is always available; others are registered here
-by name and chosen per artifact (manifest "runtime"), or by the CLIP_SEARCH_RUNTIME variable. When a
-chosen runtime cannot load (package missing, file missing, CPU lacks an instruction set), we fall
+which one runs. Runtimes are registered here by name ("module:class", imported only when chosen) and
+chosen per artifact (manifest "runtime"), or by the CLIP_SEARCH_RUNTIME variable. The exported ones
+(onnx, onnx-int8, openvino) need no torch. `torch` (the fp32 eager reference) lives with the build
+time code in `clip_search.packaging` because it needs the `package` extra (torch + open_clip) and the
+artifact's safetensors. When a chosen runtime cannot load and the artifact can serve torch, we fall
 back to torch with a warning rather than fail to serve.
 """
 import importlib
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from clip_search import settings
+from clip_search.errors import ModelLoadError
+from clip_search.extras import require
 
 RUNTIME_ENV = "CLIP_SEARCH_RUNTIME"
 DEFAULT_RUNTIME = "torch"  # at serving, for a manifest that names none
@@ -22,10 +27,15 @@ PACKAGING_DEFAULT = "auto"
 
 # name -> "module:class". Each class has `load(model_dir, manifest, threads) -> Runtime`.
 RUNTIMES = {
-    "torch": "clip_search.runtimes.torch_runtime:TorchRuntime",
+    "torch": "clip_search.packaging.torch_runtime:TorchRuntime",
     "onnx": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
     "onnx-int8": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
     "openvino": "clip_search.runtimes.openvino_runtime:OpenVinoRuntime",
+}
+# name -> (extra, modules) for runtimes outside the core install (ONNX Runtime is core).
+REQUIRES = {
+    "torch": ("package", "torch", "open_clip", "safetensors"),
+    "openvino": ("openvino", "openvino"),
 }
 # What `--runtime` takes at packaging: one runtime, or "auto".
 PACKAGING_CHOICES = [PACKAGING_DEFAULT, *RUNTIMES]
@@ -47,7 +57,7 @@ class Runtime(Protocol):
 
 
 def resolve_name(requested: str | None, manifest: dict) -> str:
-    return requested or os.environ.get(RUNTIME_ENV) or manifest.get("runtime") or DEFAULT_RUNTIME
+    return requested or settings.current().runtime or manifest.get("runtime") or DEFAULT_RUNTIME
 
 
 def load_runtime(model_dir: Path, manifest: dict, requested: str | None = None, threads: int = 1):
@@ -64,9 +74,16 @@ def load_runtime(model_dir: Path, manifest: dict, requested: str | None = None, 
         if name == DEFAULT_RUNTIME:
             raise
         logger.warning("runtime %r could not load (%s); falling back to %r", name, error, DEFAULT_RUNTIME)
-        return _runtime_class(DEFAULT_RUNTIME).load(Path(model_dir), manifest, threads)
+        try:
+            return _runtime_class(DEFAULT_RUNTIME).load(Path(model_dir), manifest, threads)
+        except Exception as fallback:  # noqa: BLE001 - say both reasons
+            raise ModelLoadError(f"runtime {name!r} could not load ({error}), and neither could the "
+                                 f"{DEFAULT_RUNTIME!r} fallback ({fallback})") from fallback
 
 
 def _runtime_class(name: str):
+    """The runtime's class; its optional packages are checked first (one line naming the extra)."""
+    if name in REQUIRES:
+        require(*REQUIRES[name], what=f"the {name} runtime")
     module_name, class_name = RUNTIMES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

@@ -41,14 +41,14 @@ class OpenVinoRuntime:
 
     @classmethod
     def load(cls, model_dir: Path, manifest: dict, threads: int, precision_hint: str | None = None):
-        import os
-
         import openvino as ov
+
+        from clip_search import settings
 
         config = manifest["runtime_config"]
         core = ov.Core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        hint = precision_hint or os.environ.get(PRECISION_ENV) or config.get("precision_hint", "auto")
+        hint = precision_hint or settings.current().openvino_precision or config.get("precision_hint", "auto")
         precision = resolve_precision(hint, capabilities)
         properties = {
             "INFERENCE_PRECISION_HINT": precision,

@@ -12,37 +12,44 @@ import sys
 import warnings
 from pathlib import Path
 
+from clip_search.extras import require
+
+require("serve", what="serving with multi-model-server")
 with warnings.catch_warnings():  # the toolkit imports pkg_resources, deprecated but working
     warnings.simplefilter("ignore", UserWarning)
     from sagemaker_inference import environment, model_server
 
+from clip_search import settings
 from clip_search.encoder import THREADS_ENV, available_cores
 
-HANDLER = "clip_search.handler_service"
+HANDLER = "clip_search.serving.handler_service"
 MODEL_NAME = "model"
 # The Java front end only buffers requests and answers: 1 GB of heap is plenty, leaving the rest of
 # a 6 GB serverless container to the Python worker. Exit on OOM so SageMaker replaces the container.
-DEFAULT_VMARGS = "-Xms128m -Xmx1g -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -XX:-UseContainerSupport"
-DEFAULT_PAYLOAD_MB = 6
 # Answers can outgrow requests (1024 texts of ~60 bytes -> 1024 x 512 floats): never below 32 MiB.
 MIN_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
+# MMS parses port numbers as a Java short: 32768 and above are refused ("Invalid port number").
+MAX_PORT = 32767
+
+
 def workers() -> int:
-    return int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1)
+    return settings.current().workers
 
 
 def properties(inference_address: str, management_address: str, handler: str = HANDLER) -> str:
     env = environment.Environment()
     text = model_server._generate_mms_config_properties(env, handler)  # the toolkit's generator
-    request_bytes = int(float(os.environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB") or DEFAULT_PAYLOAD_MB) * 1024 * 1024)
+    current = settings.current()
+    request_bytes = int(current.max_payload_mb * 1024 * 1024)
     overrides = {
         "inference_address": inference_address,
         "management_address": management_address,
         "default_workers_per_model": workers(),
         "max_request_size": request_bytes,
         "max_response_size": max(request_bytes, MIN_RESPONSE_BYTES),
-        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS") or DEFAULT_VMARGS,
+        "vmargs": current.vmargs,
     }
     # java.util.Properties keeps the last value of a repeated key.
     return text + "".join(f"{key}={value}\n" for key, value in overrides.items())

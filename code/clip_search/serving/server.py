@@ -4,10 +4,8 @@ Used by `clip-search serve`, the tests and the demo. Everything it writes (extra
 config, pid file, logs) goes to one temp dir that is removed on stop; MMS runs in its own process
 group so that stopping it also stops the Java front end and the Python workers.
 """
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -16,17 +14,17 @@ from pathlib import Path
 
 import requests
 
-from clip_search.artifact import extract_artifact, mark_verified, verify_artifact
+from clip_search import settings
+from clip_search.artifact import extract_artifact
 from clip_search.serving import mms
-
-READY_TIMEOUT_ENV = "CLIP_SEARCH_READY_TIMEOUT"
+from clip_search.serving.launch import launch, stop_group
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A free TCP port below 32768: MMS parses port numbers as a Java short, so the kernel's
     ephemeral ports (32768-60999) are refused with "Invalid port number"."""
     for _ in range(200):
-        port = random.randint(20000, 32767)
+        port = random.randint(20000, mms.MAX_PORT)
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
@@ -52,7 +50,7 @@ class ModelServer:
         self.extra_env = env or {}
         self.log_file = log_file
         self.handler = handler
-        self.ready_timeout = ready_timeout or float(os.environ.get(READY_TIMEOUT_ENV, 180))
+        self.ready_timeout = ready_timeout or settings.current().ready_timeout
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
 
@@ -62,30 +60,21 @@ class ModelServer:
 
     def start(self, wait: bool = True) -> "ModelServer":
         self.workdir = Path(tempfile.mkdtemp(prefix="clip-search-serve-"))
-        model_dir = self.model_path
-        if not model_dir.is_dir():
-            model_dir = self.workdir / "model"
-            shutil.move(str(extract_artifact(self.model_path)), model_dir)
-        verify_artifact(model_dir)  # fail here, with the file named, not inside a worker
-        (self.workdir / "logs").mkdir()
-        config = mms.write_config(
-            self.workdir, f"http://{self.host}:{self.port}", f"http://{self.host}:{free_port(self.host)}",
-            self.handler,
-        )
-        env = mms.worker_environment(self.workdir)
-        mark_verified(model_dir, env)
-        env.update(self.extra_env)
-        output = self.log_file if self.log_file is not None else open(self.workdir / "logs" / "server.log", "wb")
-        self.process = subprocess.Popen(
-            mms.command(config, model_dir), env=env, cwd=self.workdir,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        if wait:
-            try:
+        try:
+            model_dir = self.model_path
+            if not model_dir.is_dir():
+                model_dir = self.workdir / "model"
+                shutil.move(str(extract_artifact(self.model_path)), model_dir)
+            (self.workdir / "logs").mkdir()
+            output = self.log_file if self.log_file is not None else open(self.workdir / "logs" / "server.log", "wb")
+            # Verified before MMS starts: fail here, with the file named, not inside a worker.
+            self.process = launch(model_dir, self.workdir, f"http://{self.host}:{self.port}",
+                                  f"http://{self.host}:{free_port(self.host)}", self.handler, self.extra_env, output)
+            if wait:
                 self.wait_ready()
-            except BaseException:
-                self.stop()
-                raise
+        except BaseException:
+            self.stop()  # nothing left behind: no process, no temp dir
+            raise
         return self
 
     def wait_ready(self) -> None:
@@ -118,14 +107,7 @@ class ModelServer:
 
     def stop(self, timeout: float = 15) -> None:
         if self.process is not None:
-            # SIGTERM first for a clean shutdown; then SIGKILL to the whole group, because the Java
-            # front end is re-parented and a worker can outlive SIGTERM.
-            for signum in (signal.SIGTERM, signal.SIGKILL):
-                _signal_group(self.process.pid, signum)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
+            stop_group(self.process, timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -136,9 +118,3 @@ class ModelServer:
     def __exit__(self, *exc_info):
         self.stop()
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from clip_search.decoder import EncodeRequest
+from clip_search.serving.decoder import EncodeRequest
 from clip_search.errors import RequestError
 
 

@@ -48,3 +48,11 @@ def ensure_torchvision_importable() -> bool:
         library.define(schema)
     _declared = library
     return True
+
+
+def import_open_clip():
+    """`import open_clip`, after making torchvision importable beside the CPU torch."""
+    ensure_torchvision_importable()
+    import open_clip
+
+    return open_clip

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from clip_search.artifact import add_file_to_manifest
-from clip_search.model_config import WEIGHTS_FILE, read_config
-from clip_search.runtimes.torch_runtime import _encode_text_trimmed, build_model
+from clip_search.packaging.manifest import add_file_to_manifest
+from clip_search.artifact import WEIGHTS_FILE, read_config
+from clip_search.packaging.torch_runtime import _encode_text_trimmed, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def export_first_passing(model_dir: Path, manifest: dict, candidates=AUTO_CANDID
     """Export the first of `candidates` the accuracy guard accepts; a refused one leaves no trace
     in `model_dir` or the manifest. The manifest records the choice under `runtime_selection`.
     Raises AccuracyGuardError naming every refusal when the guard accepts none."""
-    from clip_search.runtimes.guard import AccuracyGuardError
+    from clip_search.packaging.guard import AccuracyGuardError
 
     refused = {}
     for runtime in candidates:
@@ -67,7 +67,7 @@ def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=No
     """Export, record, guard. Returns the updated manifest; raises AccuracyGuardError on failure.
     `runtime` "auto": the first of AUTO_CANDIDATES the guard accepts (export_first_passing)."""
     from clip_search.runtimes import RUNTIMES
-    from clip_search.runtimes.guard import run_guard
+    from clip_search.packaging.guard import run_guard
 
     if runtime == AUTO:
         if not guard:

@@ -4,8 +4,8 @@ import io
 import numpy as np
 import orjson
 
-from clip_search import content_types as ct
-from clip_search.batch import EncodeResult
+from clip_search.serving import content_types as ct
+from clip_search.serving.batch import EncodeResult
 from clip_search.errors import BadRequest, NotAcceptable
 
 # orjson writes float32 arrays directly and in their shortest exact form: ~15x faster than the

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_search._torchvision_compat import ensure_torchvision_importable
-from clip_search.model_config import WEIGHTS_FILE, read_config
+from clip_search.packaging.torchvision_compat import ensure_torchvision_importable
+from clip_search.artifact import WEIGHTS_FILE, read_config
+from clip_search.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ class TorchRuntime:
 
     @classmethod
     def load(cls, model_dir: Path, manifest: dict, threads: int):
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        weights = Path(model_dir) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelLoadError(f"the torch runtime needs {WEIGHTS_FILE}, which this artifact leaves out "
+                                 f"(package it with --keep-weights, or serve its exported runtime)")
         config = read_config(model_dir)
         return cls(build_model(config["model_cfg"], Path(model_dir) / WEIGHTS_FILE))
 

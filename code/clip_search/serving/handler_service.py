@@ -15,9 +15,10 @@ from http import HTTPStatus
 
 import orjson
 
-from clip_search import content_types as ct
-from clip_search import handler
+from clip_search.serving import content_types as ct
+from clip_search.serving import handler
 from clip_search.errors import RequestError
+from sagemaker_inference.errors import GenericInferenceToolkitError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class HandlerService:
             payload, media = handler.output_fn(prediction, headers.get("accept"))
             context.set_response_content_type(index, media)
             return payload
-        except RequestError as error:
+        except (RequestError, GenericInferenceToolkitError) as error:
             return _error(context, index, error.status_code, error.message)
         except _ServerError as error:
             return _error(context, index, HTTPStatus.INTERNAL_SERVER_ERROR, str(error))

@@ -7,25 +7,26 @@ minimum cosine is below 0.999 (images) or 0.998 (texts) the artifact is refused;
 figures are recorded in the manifest under "accuracy_guard".
 
 Calibration source, first found: the `calibration` argument (`--calibration DIR`), the
-CLIP_SEARCH_CALIBRATION_DIR variable, the repo's demo catalogue (demo_data/), the shared grocery-store
-photos (../shared/datasets/grocery-store beside the repo). Any folder of photos works; titles come from
+CLIP_SEARCH_CALIBRATION_DIR variable, the demo catalogue shipped in the package
+(clip_search/demo_data/grocery: 81 product photos and descriptions). Any folder of photos works; titles come from
 titles.txt (one per line), *.jsonl records ("title"/"name"/"text"), or the grocery-store layout
 (*_Information.txt "Title:" lines and *_Description.txt).
 """
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+
+from clip_search import settings
+from clip_search.demo_data import GROCERY
 
 logger = logging.getLogger(__name__)
 
 IMAGE_THRESHOLD = 0.999
 TEXT_THRESHOLD = 0.998
 CALIBRATION_ENV = "CLIP_SEARCH_CALIBRATION_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SOURCES = (REPO_ROOT / "demo_data", REPO_ROOT.parent / "shared" / "datasets" / "grocery-store")
+DEFAULT_SOURCES = (GROCERY,)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 MAX_IMAGES = 32
 MAX_TEXTS = 64
@@ -37,7 +38,7 @@ class AccuracyGuardError(RuntimeError):
 
 
 def calibration_dir(calibration=None) -> Path:
-    candidates = [calibration] if calibration else [os.environ.get(CALIBRATION_ENV), *DEFAULT_SOURCES]
+    candidates = [calibration] if calibration else [settings.current().calibration_dir, *DEFAULT_SOURCES]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir() and _images(Path(candidate)):
             return Path(candidate).resolve()
@@ -130,12 +131,12 @@ def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, t
     """Encode the calibration set with torch fp32 and `runtime`; figures, or AccuracyGuardError."""
     image_threshold = IMAGE_THRESHOLD if image_threshold is None else image_threshold
     text_threshold = TEXT_THRESHOLD if text_threshold is None else text_threshold
-    from clip_search.encoder import ClipEncoder, configure_threads
+    from clip_search.encoder import ClipEncoder, resolve_threads
     from clip_search.runtimes import _runtime_class
-    from clip_search.runtimes.torch_runtime import TorchRuntime
+    from clip_search.packaging.torch_runtime import TorchRuntime
 
     root = calibration_dir(calibration)
-    threads = configure_threads(threads)
+    threads = resolve_threads(threads)
     reference = TorchRuntime.load(model_dir, manifest, threads)
     candidate = _runtime_class(runtime).load(model_dir, dict(manifest, runtime=runtime), threads)
     encoder = ClipEncoder(model_dir, manifest, runtime=reference, threads=threads)
@@ -179,10 +180,7 @@ def cpu_flags() -> str:
 
 
 def _describe(root: Path) -> str:
-    """The calibration folder, relative to the repo where it can be (no machine paths in artifacts)."""
-    for base in (REPO_ROOT, REPO_ROOT.parent):
-        try:
-            return root.relative_to(base).as_posix()
-        except ValueError:
-            continue
+    """The calibration folder without machine paths (artifacts are shared)."""
+    if root == GROCERY:
+        return "clip_search/demo_data/grocery (packaged demo catalogue)"
     return root.name

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import click
 
-from clip_search.artifact import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model, read_packed_manifest
+from clip_search.artifact import read_packed_manifest
+from clip_search.packaging.build import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model
 from clip_search.encoder import TEST_MODEL_WARNING
 from clip_search.errors import ModelDownloadError
 from clip_search.runtimes import PACKAGING_CHOICES, PACKAGING_DEFAULT
@@ -40,7 +41,7 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
         click.echo("hint: on a machine without internet, use --test-model or --random-weights", err=True)
         sys.exit(2)
     except Exception as error:  # noqa: BLE001 - export and guard failures: say why, write nothing
-        from clip_search.runtimes.guard import AccuracyGuardError
+        from clip_search.packaging.guard import AccuracyGuardError
 
         if not isinstance(error, AccuracyGuardError):
             raise

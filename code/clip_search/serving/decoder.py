@@ -5,17 +5,17 @@ JSON Lines batch becomes that record's error instead of failing the whole batch.
 """
 import base64
 import binascii
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from clip_search import content_types as ct
+from clip_search import settings
+
+from clip_search.serving import content_types as ct
 from clip_search.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_ITEMS_ENV = "CLIP_SEARCH_MAX_BATCH_ITEMS"
-DEFAULT_MAX_ITEMS = 1024
 
 
 @dataclass
@@ -34,7 +34,7 @@ class EncodeRequest:
 
 
 def max_items() -> int:
-    return int(os.environ.get(MAX_ITEMS_ENV, DEFAULT_MAX_ITEMS))
+    return settings.current().max_batch_items
 
 
 def decode_request(body, content_type: str | None) -> EncodeRequest:

@@ -1,0 +1,3 @@
+"""Build time: package an open_clip model, export it to a faster runtime, guard its accuracy.
+
+The only code in clip_search that imports torch, open_clip or onnx (the `package` extra)."""
