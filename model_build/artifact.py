@@ -1,25 +1,17 @@
-"""Step 1: package the model (clip_search.artifact) and upload model.tar.gz to S3.
+"""Step 1: package the model (clip_search.packaging.build) and upload model.tar.gz to S3.
 
 The key holds the tarball's SHA-256, so an upload never overwrites the artifact of a registered
 model, and uploading the same file again is a no-op.
 """
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from clip_search.files import sha256_file
 from model_build.aws import Aws, client_error_code
 from model_build.errors import PublishError
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upload_artifact(aws: Aws, model_path: Path | None = None, package_options: dict | None = None,

@@ -12,16 +12,16 @@ import json
 import os
 from pathlib import Path
 
+from clip_search.serving import content_types as ct
 from model_build.errors import PublishError
 
 CONFIG_ENV = "CLIP_SEARCH_PUBLISH_CONFIG"
 STATE_ENV = "CLIP_SEARCH_PUBLISH_STATE"
 DEFAULT_STATE = ".clip-search-publish.json"
 
-# What the handler accepts and answers (CONTRACTS.md, handler wire contract).
-CONTENT_TYPES = ["application/json", "text/plain", "application/jsonlines", "application/x-image",
-                 "image/jpeg", "image/png", "image/webp"]
-RESPONSE_TYPES = ["application/json", "application/jsonlines", "application/x-npy"]
+# What the handler accepts and answers, as the model package declares them.
+CONTENT_TYPES = list(ct.REQUEST_TYPES)
+RESPONSE_TYPES = list(ct.RESPONSE_TYPES)
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 

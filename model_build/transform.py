@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from clip_search.serving import content_types as ct
 from model_build.aws import Aws, parse_s3_uri
 from model_build.errors import PublishError
 
-JSONLINES = "application/jsonlines"
+JSONLINES = ct.JSONLINES
 SHARD_BYTES = 64 * 1024 * 1024  # several shards let several instances share a big catalogue
 
 
@@ -110,7 +111,7 @@ def run_transform(aws: Aws, model_name: str, input_uri: str, output_uri: str, ra
         strategy="SingleRecord" if raw_images else "MultiRecord",
         assemble_with=None if raw_images else "Line",
         output_path=output_uri,
-        accept="application/json" if raw_images else JSONLINES,
+        accept=ct.JSON if raw_images else JSONLINES,
         max_concurrent_transforms=config.max_concurrent_transforms,
         max_payload=config.max_payload_mb,
         sagemaker_session=aws.sagemaker_session,
@@ -126,7 +127,7 @@ def run_transform(aws: Aws, model_name: str, input_uri: str, output_uri: str, ra
         raise PublishError(f"transform job {job_name} exists and is {previous['TransformJobStatus']}: "
                            "give a new --job-name to run it again")
     transformer.transform(input_uri, data_type="S3Prefix",
-                          content_type="application/x-image" if raw_images else JSONLINES,
+                          content_type=ct.X_IMAGE if raw_images else JSONLINES,
                           split_type=None if raw_images else "Line", job_name=job_name, wait=False, logs=False)
     echo(f"started transform job {job_name}: {input_uri} -> {output_uri}")
     if wait:

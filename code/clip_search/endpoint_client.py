@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-JSONLINES = "application/jsonlines"
-JSON = "application/json"
+from clip_search.serving.content_types import JSON, JSONLINES
+
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
 
 
