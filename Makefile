@@ -14,6 +14,10 @@ $(VENV)/.installed: setup.py constraints.txt
 
 install: $(VENV)/.installed
 
+# The demo's image queries use the Grocery Store Dataset's store photos when they are beside the repo.
+CLIP_SEARCH_GROCERY_DIR ?= $(abspath ../shared/datasets/grocery-store)
+export CLIP_SEARCH_GROCERY_DIR
+
 demo: install
 	$(BIN)/clip-search demo
 
