@@ -76,6 +76,14 @@ def pg_index_method(pg_dsn) -> str:
                 time.sleep(0.3)
 
 
+def fail_on_spec_violations(server) -> None:
+    """A request the OpenSearch API specification does not allow (or an answer of the stand-in it
+    does not allow) fails the test that caused it."""
+    violations = server.take_violations()
+    if violations:
+        pytest.fail("OpenSearch API specification violated:\n  " + "\n  ".join(violations), pytrace=False)
+
+
 @pytest.fixture
 def standin():
     from tests.standins.opensearch_standin import OpenSearchStandIn
@@ -83,6 +91,7 @@ def standin():
     server = OpenSearchStandIn().start()
     yield server
     server.stop()
+    fail_on_spec_violations(server)
 
 
 BACKENDS = ["embedded", "opensearch-standin", "pgvector",
