@@ -249,3 +249,24 @@ def test_every_request_of_a_session_is_checked(standin):
             ("DELETE", "products")} <= methods
     assert "_count" in {path for _, path in methods}
     assert all(r["body"] for r in standin.requests if r["path"] == "/_bulk")
+
+
+def test_deletes_are_within_the_spec(standin):
+    """What a `delete(ids)` sends: `_bulk` `delete` actions (no data line) or `_delete_by_query`
+    on `product_id`; both pass the spec and remove the documents."""
+    from opensearchpy import helpers
+
+    index = OpenSearchIndex.from_url(standin.url + "/products", initial_backoff=0.01)
+    index.ensure(DIM, "m")
+    vectors = unit(np.random.default_rng(4).standard_normal((4, DIM)))
+    index.upsert([EmbeddedProduct(Product(f"p{i}", f"t{i}"), v, None) for i, v in enumerate(vectors)])
+    ok, errors = helpers.bulk(index.client, [{"_op_type": "delete", "_index": "products", "_id": i} for i in ("p0", "nope")],
+                              raise_on_error=False)
+    assert ok == 1 and errors[0]["delete"]["status"] == 404
+    body = next(r["body"] for r in standin.requests if r["path"] == "/_bulk" and '"delete"' in r["body"])
+    assert body.count("\n") == 2  # two action lines, no data lines
+    index.refresh()  # delete-by-query deletes what a search finds: refreshed documents
+    answer = index.client.delete_by_query(index="products", body={"query": {"terms": {"product_id": ["p1"]}}},
+                                          params={"refresh": "true"})
+    assert answer["deleted"] == 1
+    assert index.count() == 2

@@ -13,7 +13,8 @@ the spec's error shape for a 4xx/5xx the operation does not list).
 JSON Schema validation is jsonschema's Draft 2020-12 validator with a `referencing` registry that
 loads the spec's YAML files on demand, so the spec's relative `$ref`s (`../schemas/x.yaml#/...`)
 resolve as written. OpenAPI's `discriminator` (mapping property types) is applied by hand: a
-`oneOf` with a discriminator validates against the branch whose `type` enum names the value.
+`oneOf` with a discriminator validates against the branch whose `type` enum names the value; other
+`oneOf`s are read as `anyOf`, since the spec's alternatives are open objects that overlap.
 """
 from __future__ import annotations
 
@@ -96,8 +97,7 @@ class Spec:
             path = Path(unquote(uri[len("file://"):]))
             document = yaml.load(path.read_text(), Loader=_Loader)
             self._documents[uri] = document
-            if "discriminator:" in path.read_text():
-                self._discriminate(uri, document)
+            self._discriminate(uri, document)
         return self._documents[uri]
 
     def _retrieve(self, uri: str) -> Resource:
@@ -174,6 +174,16 @@ class Spec:
         for value in node.values():
             self._discriminate(uri, value)
         discriminator = node.get("discriminator")
+        if "oneOf" in node and not isinstance(discriminator, dict):
+            # The spec's alternatives are open objects that often overlap (delete_by_query@200: a
+            # BulkByScrollResponseBase or an object with an optional `task`, which every answer is),
+            # so "exactly one" cannot hold for valid answers: read oneOf as anyOf.
+            alternatives = node.pop("oneOf")
+            if "anyOf" in node:
+                node["allOf"] = list(node.get("allOf", [])) + [{"anyOf": alternatives}]
+            else:
+                node["anyOf"] = alternatives
+            return
         if not (isinstance(discriminator, dict) and "oneOf" in node):
             return
         name, default = discriminator["propertyName"], discriminator.get("x-default")
