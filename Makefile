@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-container clean
+.PHONY: install demo test test-unit test-server test-container test-live clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
 $(VENV)/.installed: setup.py constraints.txt
@@ -33,6 +33,12 @@ test-server: install
 
 test-container: install
 	bash scripts/run_tests.sh container
+
+# Every OpenSearch test that can run against a real cluster, domain or Serverless collection (not
+# part of `make test`): OPENSEARCH_URL=https://host:9200 make test-live (auth from the environment).
+test-live: install
+	@test -n "$$OPENSEARCH_URL" || { echo "make test-live: set OPENSEARCH_URL=https://host:9200 (and OPENSEARCH_USERNAME/OPENSEARCH_PASSWORD or AWS credentials)" >&2; exit 2; }
+	$(PYTEST) -p no:cacheprovider -m live tests/search
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -78,6 +78,14 @@ def pg_index_method(pg_dsn) -> str:
                 time.sleep(0.3)
 
 
+def fail_on_spec_violations(server) -> None:
+    """A request the OpenSearch API specification does not allow (or an answer of the stand-in it
+    does not allow) fails the test that caused it."""
+    violations = server.take_violations()
+    if violations:
+        pytest.fail("OpenSearch API specification violated:\n  " + "\n  ".join(violations), pytrace=False)
+
+
 @pytest.fixture
 def standin():
     from tests.standins.opensearch_standin import OpenSearchStandIn
@@ -85,6 +93,57 @@ def standin():
     server = OpenSearchStandIn().start()
     yield server
     server.stop()
+    fail_on_spec_violations(server)
+
+
+class OpenSearchTarget:
+    """Where an OpenSearch test runs: the stand-in (`standin` set) or the real cluster of
+    OPENSEARCH_URL (live tier, `standin` None). Indices it makes are dropped afterwards."""
+
+    def __init__(self, url: str, standin=None, prefix: str = ""):
+        self.url, self.standin, self.prefix = url.rstrip("/"), standin, prefix
+        self.opened = []
+
+    @property
+    def live(self) -> bool:
+        return self.standin is None
+
+    def location(self, name: str | None = None) -> str:
+        return f"{self.url}/{self.prefix}{name or 't' + uuid.uuid4().hex[:10]}"
+
+    def index(self, name: str | None = None, **options):
+        from clip_search.search.index.opensearch import OpenSearchIndex
+
+        options.setdefault("initial_backoff", 0.01)
+        index = OpenSearchIndex.from_url(self.location(name), **options)
+        self.opened.append(index)
+        return index
+
+    def close(self):
+        for index in self.opened:
+            try:
+                index.drop()
+            finally:
+                index.close()
+
+
+def live_url() -> str:
+    url = os.environ.get("OPENSEARCH_URL")
+    if not url:
+        pytest.skip("OPENSEARCH_URL is not set (live OpenSearch suite)")
+    return url
+
+
+@pytest.fixture(params=["standin", pytest.param("live", marks=pytest.mark.live)])
+def opensearch(request):
+    """An OpenSearch to test against: the stand-in (unit tier) and, with OPENSEARCH_URL, a real
+    cluster or domain (`make test-live`)."""
+    if request.param == "live":
+        target = OpenSearchTarget(live_url(), prefix="clip-search-test-")
+    else:
+        target = OpenSearchTarget(request.getfixturevalue("standin").url, request.getfixturevalue("standin"))
+    yield target
+    target.close()
 
 
 BACKENDS = ["embedded", "opensearch-standin", "pgvector",
@@ -106,10 +165,7 @@ def index_at(request, tmp_path):
         elif kind == "opensearch-standin":
             location = f"{request.getfixturevalue('standin').url}/{name}"
         elif kind == "opensearch-live":
-            url = os.environ.get("OPENSEARCH_URL")
-            if not url:
-                pytest.skip("OPENSEARCH_URL is not set (live OpenSearch suite)")
-            location = f"{url.rstrip('/')}/clip-search-test-{name}"
+            location = f"{live_url().rstrip('/')}/clip-search-test-{name}"
         else:
             location = f"{request.getfixturevalue('pg_dsn')}?table={name}&index_method={request.getfixturevalue('pg_index_method')}"
         options = {"initial_backoff": 0.01} if kind.startswith("opensearch") else {}

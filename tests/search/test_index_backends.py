@@ -104,3 +104,32 @@ def test_wrong_dimension_is_reported_per_product(index_at, vectors):
     assert report.indexed == 2
     assert [product_id for product_id, _ in report.errors] == ["bad"]
     assert index.count() == 2
+
+
+def test_title_and_id_filters(index_at, vectors):
+    """`--filter title=...` matches the exact title and `--filter id=...` the product ids, on every
+    backend (OpenSearch: `title.raw` and `product_id`), also together with metadata filters."""
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    index.upsert(products(vectors))
+    index.refresh()
+    by_title = index.search(vectors[0], k=5, filters={"title": "blue shoe 3"}, fields=("image",))
+    assert [hit.id for hit in by_title] == ["p3"]
+    assert index.search(vectors[0], k=5, filters={"title": "blue shoe"}, fields=("image",)) == []  # exact, not words
+    by_id = index.search(vectors[0], k=5, filters={"id": ["p4", "p7", "p19"]}, fields=("image",))
+    assert sorted(hit.id for hit in by_id) == ["p19", "p4", "p7"]
+    both = index.search(vectors[0], k=5, filters={"id": ["p1", "p2", "p3"], "colour": "blue"}, fields=("image",))
+    assert sorted(hit.id for hit in both) == ["p1", "p3"]
+
+
+def test_k_hits_when_k_products_match_a_selective_filter(index_at, vectors):
+    """The matches are the products farthest from the query: still k of them come back (no backend
+    may filter the overall top k afterwards)."""
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    index.upsert(products(vectors))
+    index.refresh()
+    query = vectors[0]
+    farthest = [f"p{i}" for i in np.argsort(vectors @ query)[:4]]
+    hits = index.search(query, k=3, filters={"id": farthest}, fields=("image",))
+    assert len(hits) == 3 and {hit.id for hit in hits} < set(farthest)

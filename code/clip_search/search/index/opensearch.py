@@ -6,6 +6,17 @@ the default since 2.18). We use faiss HNSW with `innerproduct` over L2-normalise
 which supports efficient filtering (2.9+). Product ids are document ids, so re-indexing is
 idempotent. Scores are converted to cosine similarity (see clip_search.search.scores).
 
+Hybrid search (`keywords`) is a neural-search `hybrid` query (a `match` on the title and the k-NN
+query) run through the search pipeline `clip-search-hybrid`, whose normalization processor
+(min_max, arithmetic_mean 0.3 keyword / 0.7 vector) combines the two scores, as OpenSearch requires
+for a hybrid query; the pipeline is created (idempotently) on first use.
+
+OpenSearch Serverless (hosts `ID.REGION.aoss.amazonaws.com`, or OPENSEARCH_SERVICE=aoss): SigV4
+with service `aoss`; a vector search collection assigns document ids itself (an `_id` in a bulk
+index/create is refused), so upserts find a product's earlier documents by `product_id` and delete
+them by their server ids before indexing; shards and replicas are managed by the service and not
+sent; there is no `_refresh` call (the collection refreshes on its own).
+
 Connection settings come from the environment so secrets never appear on a command line:
   OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD  basic auth (self-managed clusters)
   OPENSEARCH_AUTH=sigv4 (automatic for *.es.amazonaws.com / *.aoss.amazonaws.com hosts)
@@ -13,6 +24,8 @@ Connection settings come from the environment so secrets never appear on a comma
       the host name; service `es` (or `aoss` for OpenSearch Serverless hosts)
   OPENSEARCH_CA_CERTS        CA bundle for self-signed clusters
   OPENSEARCH_VERIFY_CERTS=false  turn TLS verification off (on by default; loudly warned)
+  OPENSEARCH_SERVICE=aoss    treat the host as an OpenSearch Serverless collection (automatic for
+                             *.aoss.amazonaws.com)
 """
 import logging
 import os
@@ -34,6 +47,8 @@ VECTOR_FIELDS = {"image": "image_embedding", "title": "title_embedding"}
 DEFAULT_ENGINE, DEFAULT_SPACE = "faiss", "innerproduct"
 HNSW_PARAMETERS = {"m": 16, "ef_construction": 128}
 META_KEY = "clip_search"
+HYBRID_PIPELINE = "clip-search-hybrid"
+HYBRID_WEIGHTS = (0.3, 0.7)  # keyword match, vector similarity
 AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
 
 
@@ -71,6 +86,23 @@ def build_client(url: str, timeout: float = 60):
     return OpenSearch(**options)
 
 
+def is_serverless(url: str) -> bool:
+    """OpenSearch Serverless: an `*.aoss.amazonaws.com` host, or OPENSEARCH_SERVICE=aoss."""
+    aws_host = AWS_HOST.search(urlsplit(url).hostname or "")
+    if aws_host:
+        return aws_host.group("service") == "aoss"
+    return os.environ.get("OPENSEARCH_SERVICE", "").strip().lower() == "aoss"
+
+
+def hybrid_pipeline() -> dict:
+    """The search pipeline a `hybrid` query needs: scores of each sub-query normalized (min_max)
+    and combined (weighted arithmetic mean)."""
+    return {"description": "clip-search hybrid search: keyword match + k-NN, normalized and combined",
+            "phase_results_processors": [{"normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": list(HYBRID_WEIGHTS)}}}}]}
+
+
 def _sigv4_auth(aws_host):
     import boto3
     # The urllib3 flavour of opensearch-py's AWSV4SignerAuth, matching the client's default connection.
@@ -93,9 +125,12 @@ class OpenSearchIndex(VectorIndex):
 
     def __init__(self, client, name: str, location: str, engine: str = DEFAULT_ENGINE,
                  space_type: str = DEFAULT_SPACE, shards: int = 1, replicas: int | None = None,
-                 chunk_size: int = 200, max_retries: int = 5, initial_backoff: float = 2.0):
+                 chunk_size: int = 200, max_retries: int = 5, initial_backoff: float = 2.0,
+                 serverless: bool = False):
         super().__init__(location)
         self.client, self.name = client, name
+        self.serverless = serverless
+        self._pipeline_ready = False
         self.engine, self.space_type = engine, space_type
         self.shards, self.replicas = shards, replicas
         self.chunk_size, self.max_retries, self.initial_backoff = chunk_size, max_retries, initial_backoff
@@ -107,15 +142,18 @@ class OpenSearchIndex(VectorIndex):
         name = parts.path.strip("/")
         if not name or "/" in name:
             raise SearchError(f"OpenSearch location {url} must end in the index name, e.g. https://host:9200/products")
+        options.setdefault("serverless", is_serverless(url))
         return cls(build_client(url), name, url, **options)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def mapping(self, dim: int, model_id: str, encoder: dict | None) -> dict:
         method = {"name": "hnsw", "engine": self.engine, "space_type": self.space_type, "parameters": dict(HNSW_PARAMETERS)}
         vector = {"type": "knn_vector", "dimension": int(dim), "method": method}
-        settings = {"knn": True, "number_of_shards": self.shards}
-        if self.replicas is not None:
-            settings["number_of_replicas"] = self.replicas
+        settings = {"knn": True}
+        if not self.serverless:  # Serverless manages shards and replicas itself
+            settings["number_of_shards"] = self.shards
+            if self.replicas is not None:
+                settings["number_of_replicas"] = self.replicas
         return {
             "settings": {"index": settings},
             "mappings": {
@@ -174,7 +212,7 @@ class OpenSearchIndex(VectorIndex):
         from opensearchpy.exceptions import NotFoundError
 
         try:
-            self.client.indices.refresh(index=self.name)
+            self.refresh()
             return int(self.client.count(index=self.name)["count"])
         except NotFoundError:
             return 0
@@ -191,7 +229,31 @@ class OpenSearchIndex(VectorIndex):
             for field, vector in (("image", item.image_embedding), ("title", item.title_embedding)):
                 if vector is not None:
                     source[VECTOR_FIELDS[field]] = [float(v) for v in np.asarray(vector, dtype=np.float32)]
-            yield {"_op_type": "index", "_index": self.name, "_id": product.id, "_source": source}
+            if self.serverless:  # vector search collections assign document ids themselves
+                yield {"_op_type": "index", "_index": self.name, "_source": source}
+            else:
+                yield {"_op_type": "index", "_index": self.name, "_id": product.id, "_source": source}
+
+    def _serverless_actions(self, items: Iterable[EmbeddedProduct]):
+        """Serverless upserts: per chunk, delete the documents already holding these product ids
+        (found by `product_id`, deleted by their server-generated ids), then index the new ones."""
+        chunk: dict[str, EmbeddedProduct] = {}
+
+        def flush():
+            ids = list(chunk)
+            found = self.client.search(index=self.name, body={
+                "size": 10000, "query": {"terms": {"product_id": ids}}, "_source": ["product_id"]})
+            for hit in found["hits"]["hits"]:
+                yield {"_op_type": "delete", "_index": self.name, "_id": hit["_id"]}
+            yield from self._actions(chunk.values())
+            chunk.clear()
+
+        for item in items:
+            chunk[item.product.id] = item
+            if len(chunk) >= self.chunk_size:
+                yield from flush()
+        if chunk:
+            yield from flush()
 
     def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
         """Bulk index with opensearch-py's streaming_bulk: documents rejected with 429 (and whole
@@ -201,13 +263,16 @@ class OpenSearchIndex(VectorIndex):
         from opensearchpy.exceptions import TransportError
 
         report = UpsertReport()
+        actions = self._serverless_actions(items) if self.serverless else self._actions(items)
         try:
             for ok, result in helpers.streaming_bulk(
-                self.client, self._actions(items), chunk_size=self.chunk_size, max_retries=self.max_retries,
+                self.client, actions, chunk_size=self.chunk_size, max_retries=self.max_retries,
                 initial_backoff=self.initial_backoff, max_backoff=60, raise_on_error=False,
                 raise_on_exception=False,
             ):
-                outcome = next(iter(result.values()))
+                (kind, outcome), = result.items()
+                if kind == "delete":  # the serverless upsert's removal of a product's old document
+                    continue
                 if ok:
                     report.indexed += 1
                 else:
@@ -246,17 +311,21 @@ class OpenSearchIndex(VectorIndex):
         # dis_max keeps the better field's score: the best of image and title similarity counts.
         query = knns[0] if len(knns) == 1 else {"dis_max": {"queries": knns}}
         excludes = list(VECTOR_FIELDS.values())
+        params = {}
         if keywords:
-            # Hybrid: keyword match on the title plus k-NN; ranking by OpenSearch's summed score,
-            # the reported score stays the cosine similarity, computed from the returned vectors.
-            bool_query = {"should": [{"match": {"title": keywords}}, query]}
+            # Hybrid: keyword match on the title and the k-NN query, ranked by the search pipeline's
+            # normalized, combined score; the reported score stays the cosine similarity, computed
+            # from the returned vectors. Each sub-query carries the filter (hybrid.filter is 3.0+).
+            match = {"match": {"title": keywords}}
             if filter_query is not None:
-                bool_query["filter"] = [filter_query]
-            query = {"bool": bool_query}
+                match = {"bool": {"must": [match], "filter": [filter_query]}}
+            query = {"hybrid": {"queries": [match, query]}}
             excludes = []
+            self._ensure_pipeline()
+            params["search_pipeline"] = HYBRID_PIPELINE
         body = {"size": k, "query": query, "_source": {"excludes": excludes}}
         try:
-            response = self.client.search(index=self.name, body=body)
+            response = self.client.search(index=self.name, body=body, params=params)
         except Exception as error:
             raise SearchError(f"OpenSearch search on {self.location} failed: {error}") from None
         hits = []
@@ -275,5 +344,27 @@ class OpenSearchIndex(VectorIndex):
             hits.append(Hit(source.get("product_id", hit["_id"]), score, source.get("title") or "", extra))
         return hits
 
+    def _ensure_pipeline(self) -> None:
+        """Create the hybrid search pipeline unless it is already there as we define it."""
+        from opensearchpy.exceptions import NotFoundError
+
+        if self._pipeline_ready:
+            return
+        wanted = hybrid_pipeline()
+        try:
+            current = self.client.search_pipeline.get(id=HYBRID_PIPELINE).get(HYBRID_PIPELINE)
+        except NotFoundError:
+            current = None
+        except Exception as error:
+            raise SearchError(f"OpenSearch {self.location}: reading search pipeline {HYBRID_PIPELINE}: {error}") from None
+        if current != wanted:
+            try:
+                self.client.search_pipeline.put(id=HYBRID_PIPELINE, body=wanted)
+            except Exception as error:
+                raise SearchError(f"OpenSearch {self.location}: creating search pipeline {HYBRID_PIPELINE} "
+                                  f"(hybrid search needs it): {error}") from None
+        self._pipeline_ready = True
+
     def refresh(self) -> None:
-        self.client.indices.refresh(index=self.name)
+        if not self.serverless:  # Serverless collections refresh on their own; no _refresh API call
+            self.client.indices.refresh(index=self.name)
