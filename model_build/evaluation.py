@@ -65,13 +65,16 @@ def evaluate_artifact(aws: Aws, catalogue: Path, queries: Path, model_path: Path
         model_path = Path(model_path)
         if not model_path.is_file():
             raise PublishError(f"model artifact {model_path} does not exist")
+        from clip_search.files import sha256_file
+
+        actual = sha256_file(model_path)
+        if expected and actual != expected:
+            raise PublishError(f"{model_path} (sha256 {actual}) is not the artifact at {config.model_data} "
+                               f"(sha256 {expected})")
         try:
             report = evaluate_model(catalogue, queries, model=model_path, compare_runtime=compare_runtime)
         except SearchError as error:
             raise PublishError(str(error)) from None
-    if expected and report["artifact_sha256"] != expected:
-        raise PublishError(f"{model_path} (sha256 {report['artifact_sha256']}) is not the artifact at "
-                           f"{config.model_data} (sha256 {expected})")
     report["model_data"] = config.model_data
     echo(format_report(report))
     uri = evaluation_key(config.model_data, report)
