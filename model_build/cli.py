@@ -159,8 +159,6 @@ def register_command(aws, state):
                           for kind, value in thresholds.items() if value is not None)
         raise EvaluationGateError(f"evaluation gate: not registered: {given} given but there is no evaluation "
                                   "(run `publish evaluate` or give --evaluation)")
-    else:
-        click.echo("no evaluation: registering without ModelMetrics (`publish approve` will ask for --force)")
     arn = register_model(aws, evaluation, echo=click.echo)
     state.record(model_package_arn=arn)
     click.echo(f"model_package_arn={arn}")

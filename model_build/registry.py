@@ -56,7 +56,9 @@ def register_model(aws: Aws, evaluation: tuple[str, dict, str] | None = None, ec
         raise PublishError("a model package without an evaluation is not registered as Approved: give --evaluation "
                            "(publish evaluate), or register it PendingManualApproval and `publish approve --force`")
     extra = {}
-    if evaluation is not None:
+    if evaluation is None:
+        echo("no evaluation: registering without ModelMetrics (`publish approve` will ask for --force)")
+    else:
         from model_build.evaluation import customer_metadata, model_metrics
 
         uri, report, digest = evaluation
@@ -96,14 +98,14 @@ def approve(aws: Aws, package_arn: str, status: str = "Approved", force: bool = 
     except Exception as error:
         raise PublishError(f"model package {package_arn}: {error}") from None
     current = package["ModelApprovalStatus"]
+    if current == status:
+        echo(f"model package {package_arn} is already {status}")
+        return status
     if status == "Approved" and not package_evaluation(package):
         if not force:
             raise PublishError(f"model package {package_arn} has no evaluation (ModelMetrics.ModelQuality.Statistics): "
                                "run `publish evaluate` and register with it, or approve anyway with --force")
         echo(f"warning: approving {package_arn} without an evaluation (--force)")
-    if current == status:
-        echo(f"model package {package_arn} is already {status}")
-        return status
     sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
                             ApprovalDescription="approved with clip-search publish approve")
     echo(f"model package {package_arn}: {current} -> {status}")
