@@ -126,7 +126,7 @@ def image_command(build_args, aws, state):
               help="Also evaluate with torch fp32 from the artifact's weights and report the deltas.")
 @settings("model_data")
 def evaluate_command(catalogue, queries, model_path, compare_runtime, aws, state):
-    """Step 2b: evaluate the uploaded artifact in process; the report goes to S3 next to it."""
+    """Step 1b: evaluate the uploaded artifact in process; the report goes to S3 next to it."""
     from model_build.evaluation import evaluate_artifact
 
     uri, _ = evaluate_artifact(aws, catalogue, queries, model_path, compare_runtime, echo=click.echo)

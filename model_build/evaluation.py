@@ -1,4 +1,4 @@
-"""Step 2b, the evaluation gate: measure the packaged artifact's retrieval quality, keep the report in
+"""Step 1b, the evaluation gate: measure the packaged artifact's retrieval quality, keep the report in
 S3 next to the artifact, and register only a model that retrieves well.
 
 - `evaluate_artifact`: the artifact that `publish artifact` uploaded (downloaded from S3, its sha256

@@ -211,3 +211,8 @@ def test_usage_errors(small_case, tmp_path):
     bad.write_text('{"text": "apple"}\n')
     out = _eval("--catalogue", small_case["catalogue"], "--queries", bad, "--model", "x.tar.gz", expect=1)
     assert f"{bad}:1: query without `relevant` product ids" in out
+    out = _eval("--catalogue", small_case["catalogue"], "--queries", small_case["queries"], "--model",
+                tmp_path / "missing.tar.gz", expect=1)
+    assert out.strip() == f"Error: model artifact not found: {tmp_path / 'missing.tar.gz'}"
+    out = _eval("--index", tmp_path / "idx", "--queries", small_case["queries"], "--compare-runtime", "torch", expect=2)
+    assert "--compare-runtime needs --catalogue" in out

@@ -232,11 +232,15 @@ def evaluate_model(catalogue, queries_path, model=None, endpoint=None, compare_r
     if model:
         from clip_search.artifact import extract_artifact
         from clip_search.encoder import ClipEncoder
+        from clip_search.errors import ModelLoadError
 
-        model_dir = extract_artifact(Path(model))
-        if compare_runtime:
-            _require_weights(model_dir, model, compare_runtime)
-        embedder = LocalEmbedder(ClipEncoder.from_artifact(model_dir))
+        try:
+            model_dir = extract_artifact(Path(model))
+            if compare_runtime:
+                _require_weights(model_dir, model, compare_runtime)
+            embedder = LocalEmbedder(ClipEncoder.from_artifact(model_dir))
+        except ModelLoadError as error:
+            raise SearchError(str(error)) from None
     else:
         embedder = embedder_for(None, endpoint)
     results, counts = evaluate_catalogue(embedder, catalogue, queries, batch_size, progress)
