@@ -210,9 +210,6 @@ def evaluate_catalogue(embedder, catalogue, queries: list[Query], batch_size: in
     return results, {"products": len(products), "indexed": report.indexed, "errors": len(report.errors)}
 
 
-COMPARE_RUNTIMES = ("torch",)
-
-
 def evaluate_model(catalogue, queries_path, model=None, endpoint=None, compare_runtime: str | None = None,
                    batch_size: int = 32, progress: bool = True) -> dict:
     """The report for a model artifact (in process) or an endpoint on a labelled catalogue.
