@@ -44,7 +44,9 @@ def settings(*names: str):
                 aws.check_account()
                 return command(*args, aws=aws, state=state, **kwargs)
             except PublishError as error:
-                raise click.ClickException(str(error)) from None
+                failure = click.ClickException(str(error))
+                failure.exit_code = error.exit_code  # 3: refused by the evaluation gate
+                raise failure from None
             except Exception as error:  # botocore's: no credentials, access denied, throttled...
                 if type(error).__module__.startswith(("botocore", "boto3")):
                     raise click.ClickException(f"AWS: {error}") from None
@@ -68,7 +70,7 @@ def settings(*names: str):
 @click.option("--region", help="AWS region [env AWS_REGION / AWS_DEFAULT_REGION].")
 @click.pass_context
 def publish(ctx, config_file, state_file, region):
-    """Ship the model to SageMaker: artifact, image, register, approve, endpoint, transform."""
+    """Ship the model to SageMaker: artifact, evaluate, image, register, approve, endpoint, transform."""
     ctx.obj = GroupOptions(config_file, state_file, region)
 
 
@@ -94,7 +96,10 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
     if runtime != "torch":
         options["runtime_options"] = {"calibration": calibration}
     uri = upload_artifact(aws, model_path, options, echo=click.echo)
-    state.record(model_data=uri)
+    if state.get("model_data") != uri:
+        state.record(model_data=uri, evaluation=None)  # an evaluation is of one artifact
+    else:
+        state.record(model_data=uri)
     click.echo(f"model_data={uri}")
 
 
@@ -110,13 +115,51 @@ def image_command(build_args, aws, state):
     click.echo(f"image_uri={uri}")
 
 
+@publish.command("evaluate")
+@click.option("--catalogue", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled catalogue (.jsonl/.csv) to index and search.")
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='Labelled queries (JSON Lines: {"text"|"image": ..., "relevant": [product ids]}).')
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The artifact's local copy (default: download --model-data); its sha256 must match.")
+@click.option("--compare-runtime", type=click.Choice(["torch"]),
+              help="Also evaluate with torch fp32 from the artifact's weights and report the deltas.")
+@settings("model_data")
+def evaluate_command(catalogue, queries, model_path, compare_runtime, aws, state):
+    """Step 1b: evaluate the uploaded artifact in process; the report goes to S3 next to it."""
+    from model_build.evaluation import evaluate_artifact
+
+    uri, _ = evaluate_artifact(aws, catalogue, queries, model_path, compare_runtime, echo=click.echo)
+    state.record(evaluation=uri)
+    click.echo(f"evaluation={uri}")
+
+
 @publish.command("register")
-@settings("image_uri", "model_data", "package_group", "approval_status", "inference_instances", "transform_instances")
+@settings("image_uri", "model_data", "evaluation", "min_recall_at_10", "min_text_recall_at_10",
+          "min_image_recall_at_10", "package_group", "approval_status", "inference_instances", "transform_instances")
 def register_command(aws, state):
-    """Step 3: create the model package group if missing and register a model package."""
+    """Step 3: check the evaluation gate, create the model package group if missing and register a
+    model package (with the evaluation as its ModelMetrics)."""
+    from model_build.errors import EvaluationGateError
+    from model_build.evaluation import check_artifact, check_gate, load_evaluation
     from model_build.registry import register_model
 
-    arn = register_model(aws, echo=click.echo)
+    config = aws.config
+    thresholds = {None: config.min_recall_at_10, "text": config.min_text_recall_at_10,
+                  "image": config.min_image_recall_at_10}
+    evaluation = None
+    if config.evaluation:
+        config.require("model_data")
+        evaluation = load_evaluation(aws, config.evaluation)
+        check_artifact(aws, evaluation[1], echo=click.echo)
+        for line in check_gate(evaluation[1], thresholds):
+            click.echo(f"evaluation gate: {line}")
+    elif any(value is not None for value in thresholds.values()):
+        given = ", ".join(f"--min-{kind + '-' if kind else ''}recall-at-10 {value:g}"
+                          for kind, value in thresholds.items() if value is not None)
+        raise EvaluationGateError(f"evaluation gate: not registered: {given} given but there is no evaluation "
+                                  "(run `publish evaluate` or give --evaluation)")
+    arn = register_model(aws, evaluation, echo=click.echo)
     state.record(model_package_arn=arn)
     click.echo(f"model_package_arn={arn}")
 
@@ -124,13 +167,14 @@ def register_command(aws, state):
 @publish.command("approve")
 @click.option("--status", type=click.Choice(["Approved", "Rejected", "PendingManualApproval"]), default="Approved",
               show_default=True)
+@click.option("--force", is_flag=True, help="Approve a package that carries no evaluation (ModelMetrics).")
 @settings("model_package_arn")
-def approve_command(status, aws, state):
-    """Set a model package's approval status (default: Approved)."""
+def approve_command(status, force, aws, state):
+    """Set a model package's approval status (default: Approved; refused without an evaluation)."""
     from model_build.registry import approve
 
     aws.config.require("model_package_arn")
-    approve(aws, aws.config.model_package_arn, status, echo=click.echo)
+    approve(aws, aws.config.model_package_arn, status, force=force, echo=click.echo)
 
 
 @publish.command("endpoint")

@@ -46,6 +46,14 @@ class PublishConfig:
     package_group: str = _field("CLIP_SEARCH_PACKAGE_GROUP", "clip-search", "Model package group name.")
     approval_status: str = _field("CLIP_SEARCH_APPROVAL_STATUS", "PendingManualApproval", "Approval status of a new model package.")
     model_package_arn: str | None = _field("CLIP_SEARCH_MODEL_PACKAGE_ARN", None, "Model package ARN (default: from `publish register`).")
+    evaluation: str | None = _field("CLIP_SEARCH_EVALUATION", None, "Evaluation report (s3:// URI or local JSON) to attach "
+                                    "(default: from `publish evaluate`).")
+    min_recall_at_10: float | None = _field("CLIP_SEARCH_MIN_RECALL_AT_10", None, "Refuse to register (exit 3) when "
+                                            "recall@10 of any query kind is below this.", float)
+    min_text_recall_at_10: float | None = _field("CLIP_SEARCH_MIN_TEXT_RECALL_AT_10", None, "Refuse to register (exit 3) "
+                                                 "when text -> product recall@10 is below this.", float)
+    min_image_recall_at_10: float | None = _field("CLIP_SEARCH_MIN_IMAGE_RECALL_AT_10", None, "Refuse to register (exit 3) "
+                                                  "when photo -> product recall@10 is below this.", float)
     inference_instances: str = _field("CLIP_SEARCH_INFERENCE_INSTANCES", "ml.m5.large,ml.m5.xlarge,ml.c5.xlarge,ml.c5.2xlarge",
                                       "Comma-separated real-time instance types the package supports.")
     transform_instances: str = _field("CLIP_SEARCH_TRANSFORM_INSTANCES", "ml.m5.xlarge,ml.c5.2xlarge,ml.c5.4xlarge",
@@ -73,6 +81,10 @@ class PublishConfig:
             raise PublishError(f"serverless max concurrency {self.max_concurrency}: must be 1-200")
         if self.approval_status not in APPROVAL_STATUSES:
             raise PublishError(f"approval status {self.approval_status!r}: must be one of {APPROVAL_STATUSES}")
+        for name in ("min_recall_at_10", "min_text_recall_at_10", "min_image_recall_at_10"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise PublishError(f"--{name.replace('_', '-')} {value:g}: must be between 0 and 1")
         if not 1 <= self.max_payload_mb <= 100:
             raise PublishError(f"MaxPayloadInMB {self.max_payload_mb}: must be 1-100")
         return self
@@ -141,7 +153,7 @@ class State:
 
     def fill(self, config: PublishConfig) -> PublishConfig:
         """Settings not given anywhere default to what earlier steps produced."""
-        for key in ("model_data", "image_uri", "model_package_arn"):
+        for key in ("model_data", "image_uri", "model_package_arn", "evaluation"):
             if getattr(config, key) in (None, "") and self.get(key):
                 setattr(config, key, self.get(key))
         return config

@@ -163,10 +163,11 @@ def demo(test_model, workdir, batch_size):
                     data = query.value if isinstance(query.value, bytes) else Path(query.value).read_bytes()
                     _print_hits(f"photo {query.label}  (is: {next(iter(query.relevant))})", client.search_image(data, k=3))
 
-                _step(5, "evaluate (recall@k: a relevant product among the top k)")
+                _step(5, "evaluate (recall@k: a relevant product among the top k; MRR: mean 1/rank)")
                 queries = read_queries(catalogue_dir / "text-queries.jsonl") + photos
-                results = evaluate(client, queries)
-                click.echo(format_table(results, {"text": "description -> product", "image": photo_label}))
+                results = evaluate(client, queries, catalogue_ids={p.id for p in products})
+                click.echo(format_table(results, {"text": "description -> product", "image": photo_label},
+                                        test_model=is_test))
         click.echo(f"\ndone in {time.monotonic() - started:.0f} s"
                    + (" with the TEST MODEL: rerun with internet for CLIP's real results" if is_test else ""))
         if not temporary:

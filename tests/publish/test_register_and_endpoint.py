@@ -1,4 +1,6 @@
 """Steps 3 and 4 against moto: model package spec, approval, serverless endpoint create/update."""
+import json
+
 import boto3
 from botocore.awsrequest import AWSResponse
 import pytest
@@ -47,14 +49,23 @@ def test_register_names_image_artifact_content_types_and_instances(published, pu
     assert len(sm.list_model_package_groups()["ModelPackageGroupSummaryList"]) == 1
 
 
-def test_approval_status_is_configurable_and_approve_is_idempotent(published, publish_cli):
+def _report(tmp_path):
+    """A hand-written evaluation report (test_evaluation_gate.py makes real ones)."""
+    path = tmp_path / "eval.json"
+    figures = {"recall@1": 0.5, "recall@5": 0.75, "recall@10": 1.0, "mrr": 0.625, "queries": 4, "unanswerable": 0}
+    path.write_text(json.dumps({"model_id": "clip-search-tiny/random", "artifact_sha256": None,
+                                "metrics": {"text": figures}}))
+    return path
+
+
+def test_approval_status_is_configurable_and_approve_is_idempotent(published, publish_cli, tmp_path):
     sm = published["sm"]
-    publish_cli("register", "--approval-status", "Approved", "--package-group", "direct")
+    publish_cli("register", "--approval-status", "Approved", "--package-group", "direct", "--evaluation", _report(tmp_path))
     assert _packages(sm, "direct")[0]["ModelApprovalStatus"] == "Approved"
 
     publish_cli("register", "--package-group", "reviewed", "--image-uri", IMAGE + "0")
     arn = _packages(sm, "reviewed")[0]["ModelPackageArn"]
-    assert "PendingManualApproval -> Approved" in publish_cli("approve")  # the ARN comes from the state file
+    assert "PendingManualApproval -> Approved" in publish_cli("approve", "--force")  # the ARN comes from the state file
     assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Approved"
     assert "already Approved" in publish_cli("approve", "--model-package-arn", arn)
 
@@ -69,7 +80,7 @@ def test_endpoint_refuses_an_unapproved_package(published, publish_cli):
 def test_serverless_endpoint_from_the_approved_package(published, publish_cli):
     sm = published["sm"]
     publish_cli("register")
-    publish_cli("approve")
+    publish_cli("approve", "--force")  # no evaluation here (test_evaluation_gate.py has them)
     out = publish_cli("endpoint", "--endpoint-name", "clip-query", "--memory-mb", 2048, "--max-concurrency", 3)
     assert "endpoint clip-query: created" in out and "InService" in out
     endpoint = sm.describe_endpoint(EndpointName="clip-query")

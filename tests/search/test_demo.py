@@ -25,6 +25,8 @@ def test_demo_runs_the_whole_path_offline_from_the_repo_alone(tmp_path):
     assert 'text  "green apple"' in out
     table = out[out.index("recall@1"):]
     assert "description -> product" in table and "edited catalogue photos -> product" in table
+    assert "mrr" in table.splitlines()[0]  # the table of clip_search.search.evaluation
+    assert "TEST MODEL (tiny, random weights): these figures are MEANINGLESS" in table
     assert (tmp_path / "demo" / "index" / "index.json").is_file()
 
 

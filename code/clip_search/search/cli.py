@@ -127,21 +127,43 @@ def search(query, index_location, image, k, filters, match, hybrid, as_json, mod
 
 
 @click.command("eval")
-@click.option("--index", "index_location", required=True, help="An index built from the labelled catalogue.")
+@click.option("--catalogue", type=click.Path(exists=True, dir_okay=False),
+              help="The labelled catalogue (.jsonl/.csv): indexed into a private exact index for this run.")
+@click.option("--index", "index_location", help="Instead: an index built from the labelled catalogue.")
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False),
               help='JSON Lines: {"text"|"image": ..., "relevant": [product ids]}.')
-@click.option("--json", "as_json", is_flag=True, help="Print the recalls as JSON.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Write the evaluation report (JSON: figures per query kind, model, artifact sha256, "
+                   "runtime, catalogue and query-set hashes and counts) here.")
+@click.option("--compare-runtime", type=click.Choice(["torch"]),
+              help="Also encode everything with torch fp32 from the artifact's weights; report both and the deltas.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
 @_encoder_options
-def eval_command(index_location, queries, as_json, model, endpoint):
-    """Retrieval quality: text->product and image->product recall@1/5/10."""
-    from clip_search.search.evaluation import evaluate, format_table, read_queries
+def eval_command(catalogue, index_location, queries, report_path, compare_runtime, as_json, batch_size, model, endpoint):
+    """Retrieval quality: text->product and image->product recall@1/5/10 and MRR."""
+    from clip_search.search import evaluation
 
     def run():
-        with _client(index_location, model, endpoint) as client:
-            results = evaluate(client, read_queries(queries))
-        if as_json:
-            click.echo(json.dumps({kind: r.to_json() for kind, r in results.items()}, indent=2))
+        if bool(catalogue) == bool(index_location):
+            raise click.UsageError("give --catalogue FILE (evaluated in a private index) or --index INDEX (one of them)")
+        if catalogue:
+            if not (model or endpoint):
+                raise click.UsageError("--catalogue needs --model or --endpoint")
+            report = evaluation.evaluate_model(catalogue, queries, model, endpoint, compare_runtime, batch_size)
         else:
-            click.echo(format_table(results))
+            if compare_runtime:
+                raise click.UsageError("--compare-runtime needs --catalogue (both runtimes encode it)")
+            with _client(index_location, model, endpoint) as client:
+                report = evaluation.evaluate_index(client, index_location, queries, model, batch_size)
+        if report_path:
+            evaluation.write_report(report, report_path)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+        click.echo(evaluation.format_report(report))
+        if report_path:
+            click.echo(f"report: {report_path}")
 
     _run(run)
+
