@@ -115,7 +115,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CLIP_SEARCH_CALIBRATION_DIR", "calibration_dir", _text, "",
              "packaging: photos + titles for the accuracy guard"),
     Variable("CLIP_SEARCH_DEMO_DATA", "demo_data", _text, "",
-             "the demo catalogue folder (default: demo_data/grocery of a source checkout)"),
+             "the demo catalogue folder (default: the one shipped in clip_search/demo_data/grocery)"),
     Variable("CLIP_SEARCH_GROCERY_DIR", "grocery_dir", _text, "",
              "the Grocery Store Dataset (store photos for the demo and the accuracy guard)"),
     Variable("CLIP_SEARCH_DEBUG", "debug", _bool, False,

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from clip_search.demo_data import GROCERY as DEMO_DATA
 from clip_search.files import sha256_file
 
 from .recording_proxy import AwsRecordingProxy
 
-REPO = Path(__file__).resolve().parents[2]
-CATALOGUE = REPO / "demo_data" / "grocery" / "products.jsonl"
+
+CATALOGUE = DEMO_DATA / "products.jsonl"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:" + "ef" * 32
 
 
@@ -23,7 +24,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:" + "ef
 def queries(tmp_path_factory, grocery_dir):
     """The demo's text queries and 12 store photos of val/, labelled by their product."""
     by_class = {str(row["class_id"]): row["id"] for row in map(json.loads, CATALOGUE.read_text().splitlines())}
-    lines = (REPO / "demo_data" / "grocery" / "text-queries.jsonl").read_text().splitlines()
+    lines = (DEMO_DATA / "text-queries.jsonl").read_text().splitlines()
     photos = [line.split(",") for line in (grocery_dir / "val.txt").read_text().splitlines()][::25][:12]
     lines += [json.dumps({"image": str(grocery_dir / path.strip()), "relevant": [by_class[cls.strip()]]})
               for path, cls, *_ in photos]
@@ -158,7 +159,7 @@ def test_a_local_report_is_uploaded_next_to_the_artifact_and_gated(uploaded, pub
 
     report_path = tmp_path / "eval.json"
     result = CliRunner().invoke(main, ["eval", "--catalogue", str(CATALOGUE), "--model", str(test_model_tar),
-                                       "--queries", str(REPO / "demo_data/grocery/text-queries.jsonl"),
+                                       "--queries", str(DEMO_DATA / "text-queries.jsonl"),
                                        "--report", str(report_path)])
     assert result.exit_code == 0, result.output
     out = publish_cli("register", "--evaluation", report_path, "--min-image-recall-at-10", 0.1, expect=3)

@@ -275,7 +275,7 @@ def _query_set(path, queries: list[Query]) -> dict:
 
 
 def _require_weights(model_dir: Path, model, runtime: str) -> None:
-    from clip_search.model_config import WEIGHTS_FILE
+    from clip_search.artifact import WEIGHTS_FILE
 
     if not (Path(model_dir) / WEIGHTS_FILE).is_file():
         raise SearchError(f"--compare-runtime {runtime} needs the fp32 weights ({WEIGHTS_FILE}), which {model} "
