@@ -18,7 +18,10 @@ CORE = [
     "tqdm>=4.66",
     "requests>=2.31",
     "orjson>=3.9",  # float32 arrays straight to JSON, ~15x faster than json on a batch answer
-    "faiss-cpu>=1.8",
+    # The embedded index (the default INDEX, a folder or s3:// prefix): LanceDB on Arrow.
+    "lancedb>=0.40,<0.41",
+    "pyarrow>=16",
+    "filelock>=3.12",  # one writer per commit on a local index folder
     # Runtimes an artifact may be exported for (--runtime onnx / onnx-int8 / openvino): the serving
     # image needs them to serve such artifacts; without them the server falls back to torch.
     "onnxruntime>=1.18",

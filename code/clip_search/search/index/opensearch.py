@@ -277,3 +277,19 @@ class OpenSearchIndex(VectorIndex):
 
     def refresh(self) -> None:
         self.client.indices.refresh(index=self.name)
+
+    def delete(self, ids) -> int:
+        """Delete products by id with bulk delete actions (404s, ids not in the index, are not errors)."""
+        from opensearchpy import helpers
+
+        actions = ({"_op_type": "delete", "_index": self.name, "_id": str(i)} for i in ids)
+        deleted = 0
+        for ok, result in helpers.streaming_bulk(self.client, actions, chunk_size=self.chunk_size,
+                                                 max_retries=self.max_retries, initial_backoff=self.initial_backoff,
+                                                 raise_on_error=False, raise_on_exception=False):
+            outcome = next(iter(result.values()))
+            if ok and outcome.get("result") == "deleted":
+                deleted += 1
+            elif outcome.get("status") != 404:
+                raise SearchError(f"deleting {outcome.get('_id')} from {self.location} failed: {outcome.get('error')}")
+        return deleted
