@@ -6,7 +6,7 @@ One row per product: id, title, image, metadata (JSON), `tags` (every metadata v
 Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
 
 - Writes: `upsert` buffers rows and commits them with `merge_insert("id")` (insert or replace by
-  product id) every FLUSH_ROWS rows and on refresh()/close()/search()/count(). Every commit is a new
+  product id) every CLIP_SEARCH_FLUSH_ROWS rows and on refresh()/close()/search()/count(). Every commit is a new
   LanceDB version, written atomically: a process killed at any moment leaves the last committed
   version readable. Writers of a local folder take a file lock per commit (`.clip-search.lock`,
   released by the kernel when a process dies), so two `clip-search index` runs interleave their
@@ -42,19 +42,18 @@ VECTOR = {"image": "image_vector", "title": "title_vector"}
 HAS = {"image": "has_image", "title": "has_title"}
 LOCK_FILE = ".clip-search.lock"
 LOCK_TIMEOUT_SECONDS = 600
-FLUSH_ROWS = 20_000
 COMMIT_RETRIES = 8
 # ANN: IVF partitions of HNSW graphs over 8-bit scalar-quantised vectors; the top k * REFINE_FACTOR
 # candidates are re-ranked on the full float32 vectors (recall measured in the tests and benchmark).
-NPROBES = 20
-EF = 100
-REFINE_FACTOR = 4
+NPROBES = 6
+EF = 50
+REFINE_FACTOR = 2
 # Rows committed after the ANN index was built are searched exactly; optimize() folds them into the
 # index once they pass this fraction of the table.
 OPTIMIZE_UNINDEXED_FRACTION = 0.05
 RRF_K = 60
 HYBRID_DEPTH = 50
-SELECT = ["id", "title", "image", "metadata"]
+SELECT = ["id", "title", "image", "metadata", "_distance"]
 
 
 def rebuild_hint(location) -> str:
@@ -69,16 +68,17 @@ class EmbeddedIndex(VectorIndex):
         super().__init__(str(location))
         self.remote = "://" in self.location and not self.location.startswith("file://")
         self.path = None if self.remote else Path(self.location.removeprefix("file://"))
-        if exact_max_rows_ is None:
-            from clip_search import settings
+        from clip_search import settings
 
-            exact_max_rows_ = settings.current().exact_max_rows
-        self.exact_max_rows = exact_max_rows_
+        self.exact_max_rows = settings.current().exact_max_rows if exact_max_rows_ is None else exact_max_rows_
+        self.flush_rows = settings.current().flush_rows
         self.storage_options = storage_options if storage_options is not None else _storage_options(self.location)
         self._db = None
         self._table = None
         self._meta: dict | None = None
         self._pending: dict[str, dict] = {}
+        self._approximate: tuple | None = None
+        self._field_counts: dict = {}
         self.last_build_seconds: float | None = None
         self._check_not_old_format()
         self._open()
@@ -122,11 +122,10 @@ class EmbeddedIndex(VectorIndex):
         if self._meta is not None:
             self.check_model(self.info(), model_id, dim)
             return
-        if self.path is not None:
-            if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
-                raise SearchError(f"{self.path} exists and is not an embedded clip-search index "
-                                  f"(no {TABLE}.lance table in it)")
-            self.path.mkdir(parents=True, exist_ok=True)
+        if self.path is not None and self.path.exists() and any(
+                p.name not in (LOCK_FILE, f"{TABLE}.lance") for p in self.path.iterdir()):
+            raise SearchError(f"{self.path} exists and is not an embedded clip-search index "
+                              f"(no {TABLE}.lance table in it)")
         import pyarrow as pa
 
         meta = {"format": FORMAT_VERSION, "backend": self.backend, "model_id": model_id, "dim": int(dim),
@@ -140,13 +139,15 @@ class EmbeddedIndex(VectorIndex):
             pa.field(HAS["image"], pa.bool_()), pa.field(HAS["title"], pa.bool_()),
         ], metadata={META_KEY: json.dumps(meta).encode()})
         with self._writing():
-            try:
-                self._table = self._connect().create_table(TABLE, schema=schema)
-            except ValueError:  # another process created it first: use theirs (if it is the same model)
-                self._open()
-                self.check_model(self.info(), model_id, dim)
-                return
-        self._meta = meta
+            self._open()  # another process may have created it since we looked
+            if self._meta is None:
+                try:
+                    self._table = self._connect().create_table(TABLE, schema=schema)
+                    self._meta = meta
+                    return
+                except ValueError:  # created meanwhile on object storage (no lock there)
+                    self._open()
+        self.check_model(self.info(), model_id, dim)
 
     def drop(self) -> None:
         self._pending.clear()
@@ -170,8 +171,14 @@ class EmbeddedIndex(VectorIndex):
 
     @property
     def is_approximate(self) -> bool:
-        return self._table is not None and any(
-            config.columns == [VECTOR["image"]] for config in self._table.list_indices())
+        """Whether an ANN index exists (cached per table version: searches ask on every query)."""
+        if self._table is None:
+            return False
+        version = self._table.version
+        if self._approximate is None or self._approximate[0] != version:
+            self._approximate = (version, any(config.columns[0] in VECTOR.values()
+                                              for config in self._table.list_indices()))
+        return self._approximate[1]
 
     # --- writes ------------------------------------------------------------------------------
     @contextmanager
@@ -235,7 +242,7 @@ class EmbeddedIndex(VectorIndex):
                 HAS["image"]: vectors["image"] is not None, HAS["title"]: vectors["title"] is not None,
             }
             report.indexed += 1
-        if len(self._pending) >= FLUSH_ROWS:
+        if len(self._pending) >= self.flush_rows:
             self.flush()
         return report
 
@@ -298,12 +305,14 @@ class EmbeddedIndex(VectorIndex):
         rows = self._table.count_rows()
         if rows == 0:
             return
-        from lancedb.index import FTS, BTree, IvfHnswSq, LabelList
+        from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq, LabelList
 
         existing = {tuple(config.columns): config for config in self._table.list_indices()}
-        wanted = [(("id",), BTree()), (("tags",), LabelList()), (("title",), FTS(with_position=False))]
-        if rows > self.exact_max_rows:
-            wanted += [((column,), None) for column in VECTOR.values()]
+        wanted = [(("id",), BTree()), (("tags",), LabelList()), (("title",), FTS(with_position=False)),
+                  ((HAS["image"],), Bitmap()), ((HAS["title"],), Bitmap())]
+        if rows > self.exact_max_rows:  # an ANN index per field that has that many vectors
+            wanted += [((VECTOR[field],), None) for field in FIELDS
+                       if (VECTOR[field],) not in existing and self._table.count_rows(HAS[field]) > self.exact_max_rows]
         built = False
         for (column,), config in wanted:
             if (column,) in existing:
@@ -312,7 +321,17 @@ class EmbeddedIndex(VectorIndex):
             if config is None:
                 partitions = max(1, int(np.sqrt(rows) / 2))
                 config = IvfHnswSq(distance_type="dot", num_partitions=partitions)
-            self._commit(lambda: self._table.create_index(column, config=config, replace=False))
+
+            def create(column=column, config=config):
+                if any(c.columns == [column] for c in self._table.list_indices()):
+                    return  # another writer built it meanwhile
+                try:
+                    self._table.create_index(column, config=config, replace=False)
+                except RuntimeError as error:  # built meanwhile by a writer we could not lock out (s3)
+                    if "already exists" not in str(error):
+                        raise
+
+            self._commit(create)
             if column in VECTOR.values():
                 self.last_build_seconds = (self.last_build_seconds or 0) + time.perf_counter() - start
             built = True
@@ -333,9 +352,14 @@ class EmbeddedIndex(VectorIndex):
         self.flush()
         where = to_lance_where(normalise_filters(filters))
         depth = max(k, HYBRID_DEPTH) if keywords else k
+        # A selective filter leaves too few rows in the probed ANN partitions: search those rows
+        # exactly (the scalar index finds them) when they are no more than exact_max_rows.
+        exact = not self.is_approximate or (where is not None and self._table.count_rows(where) <= self.exact_max_rows)
         best: dict[str, tuple[float, dict]] = {}
         for field in fields:
-            for row in self._vector_search(query, field, depth, where):
+            if not self._field_rows(field):
+                continue  # no product has this embedding (e.g. indexed with --no-titles)
+            for row in self._vector_search(query, field, depth, where, exact):
                 score = 1.0 - float(row["_distance"])
                 if row["id"] not in best or score > best[row["id"]][0]:
                     best[row["id"]] = (score, row)
@@ -344,11 +368,21 @@ class EmbeddedIndex(VectorIndex):
             ranked = self._fuse(query, ranked, self._keyword_search(keywords, depth, where), fields)
         return [_hit(row, score) for score, row in ranked[:k]]
 
-    def _vector_search(self, query, field, k, where):
+    def _field_rows(self, field) -> int:
+        """How many products have `field`'s embedding (cached per table version)."""
+        key = (self._table.version, field)
+        if key not in self._field_counts:
+            self._field_counts = {k: v for k, v in self._field_counts.items() if k[0] == key[0]}
+            self._field_counts[key] = self._table.count_rows(HAS[field])
+        return self._field_counts[key]
+
+    def _vector_search(self, query, field, k, where, exact):
         def run(condition):
             builder = (self._table.search(query, vector_column_name=VECTOR[field]).distance_type("dot")
                        .select(SELECT + [HAS[field]]).limit(k))
-            if self.is_approximate:
+            if exact:
+                builder = builder.bypass_vector_index()
+            else:
                 builder = builder.nprobes(NPROBES).ef(EF).refine_factor(REFINE_FACTOR)
             if condition:
                 builder = builder.where(condition, prefilter=True)
@@ -362,7 +396,7 @@ class EmbeddedIndex(VectorIndex):
 
     def _keyword_search(self, keywords, k, where):
         builder = (self._table.search(keywords, query_type="fts", fts_columns="title")
-                   .select(SELECT + list(VECTOR.values()) + list(HAS.values())).limit(k))
+                   .select(SELECT[:-1] + ["_score"] + list(VECTOR.values()) + list(HAS.values())).limit(k))
         if where:
             builder = builder.where(where, prefilter=True)
         try:
