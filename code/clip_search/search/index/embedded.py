@@ -45,7 +45,7 @@ LOCK_TIMEOUT_SECONDS = 600
 COMMIT_RETRIES = 8
 # ANN: IVF partitions of HNSW graphs over 8-bit scalar-quantised vectors; the top k * REFINE_FACTOR
 # candidates are re-ranked on the full float32 vectors (recall measured in the tests and benchmark).
-NPROBES = 6
+NPROBES = 10
 EF = 50
 REFINE_FACTOR = 2
 # Rows committed after the ANN index was built are searched exactly; optimize() folds them into the
@@ -354,7 +354,7 @@ class EmbeddedIndex(VectorIndex):
         depth = max(k, HYBRID_DEPTH) if keywords else k
         # A selective filter leaves too few rows in the probed ANN partitions: search those rows
         # exactly (the scalar index finds them) when they are no more than exact_max_rows.
-        exact = not self.is_approximate or (where is not None and self._table.count_rows(where) <= self.exact_max_rows)
+        exact = not self.is_approximate or (where is not None and self._at_most(where, self.exact_max_rows))
         best: dict[str, tuple[float, dict]] = {}
         for field in fields:
             if not self._field_rows(field):
@@ -367,6 +367,10 @@ class EmbeddedIndex(VectorIndex):
         if keywords:
             ranked = self._fuse(query, ranked, self._keyword_search(keywords, depth, where), fields)
         return [_hit(row, score) for score, row in ranked[:k]]
+
+    def _at_most(self, where: str, limit: int) -> bool:
+        """Whether at most `limit` rows match `where` (a scan that stops at limit + 1 rows)."""
+        return self._table.search().where(where).select(["id"]).limit(limit + 1).to_arrow().num_rows <= limit
 
     def _field_rows(self, field) -> int:
         """How many products have `field`'s embedding (cached per table version)."""
@@ -383,7 +387,7 @@ class EmbeddedIndex(VectorIndex):
             if exact:
                 builder = builder.bypass_vector_index()
             else:
-                builder = builder.nprobes(NPROBES).ef(EF).refine_factor(REFINE_FACTOR)
+                builder = builder.nprobes(NPROBES).ef(max(EF, k * REFINE_FACTOR)).refine_factor(REFINE_FACTOR)
             if condition:
                 builder = builder.where(condition, prefilter=True)
             return builder.to_arrow().to_pylist()
