@@ -79,6 +79,8 @@ for batch in range(10**6):
     ids = [f"p{{batch * 100 + i}}" for i in range(200)]
     index.upsert([EmbeddedProduct(Product(i, i, None, {{"batch": str(batch)}}), v) for i, v in zip(ids, vectors)])
     index.flush()
+    if batch == 0:
+        print("committed", flush=True)
     if batch % 5 == 4:
         index.refresh()  # builds / updates the ANN and scalar indexes: killed there too
     if batch % 7 == 6:
@@ -95,8 +97,9 @@ def test_kill_minus_9_at_random_moments_leaves_the_last_commit_readable(tmp_path
     counts = []
     for trial in range(6):
         process = subprocess.Popen([sys.executable, str(script), str(index), str(trial)], env=env,
-                                   stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(1.5, 4.0))
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "committed\n", process.stderr.read()  # past start-up
+        time.sleep(rng.uniform(0.0, 3.0))
         assert process.poll() is None, process.stderr.read()
         process.send_signal(signal.SIGKILL)
         process.wait(30)
