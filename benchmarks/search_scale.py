@@ -111,7 +111,9 @@ def run_phase(args: list[str], env: dict | None = None) -> tuple[dict, float, fl
     if process.returncode:
         raise SystemExit(f"phase {args[-3:]} failed ({process.returncode}):\n{output}")
     seconds = time.perf_counter() - started
-    answer = json.loads(output.strip().splitlines()[-1]) if output.strip().startswith("{") or "{" in output else {}
+    lines = [line for line in output.strip().splitlines() if line.startswith("{")]
+    answer = json.loads(lines[-1]) if lines else {}
+    print(f"phase done in {seconds:.0f} s, peak RSS {peak / 1e9:.2f} GB: {json.dumps(answer)}", file=sys.stderr, flush=True)
     return answer, seconds, peak / 1e9
 
 
