@@ -14,12 +14,15 @@ CORE = [
     "tqdm>=4.66",
     "requests>=2.31",
     "orjson>=3.9",  # float32 arrays straight to JSON, ~15x faster than json on a batch answer
+    # The embedded index (the default INDEX, a folder or s3:// prefix): LanceDB on Arrow.
+    "lancedb>=0.40,<0.41",
+    "pyarrow>=16",
+    "filelock>=3.12",  # one writer per commit on a local index folder
     "onnxruntime>=1.18",
     "tokenizers>=0.20",  # the artifact's tokenizer.json (built from open_clip's BPE at packaging)
     "ftfy>=6.1",  # the same text clean-up open_clip applies before tokenising
     "fsspec>=2024.2",
     "aiohttp>=3.9",  # fsspec's http(s) filesystem
-    "faiss-cpu>=1.8",
 ]
 EXTRAS = {
     # Serving with AWS's toolkit on multi-model-server (Java). The toolkit imports pkg_resources.

@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": ("clip_search.serving.cli:serve", "Serve the model natively with multi-model-server."),
     "index": ("clip_search.search.cli:index", "Encode a product catalogue and index it."),
     "search": ("clip_search.search.cli:search", "Search an index by text or by image."),
+    "delete": ("clip_search.search.cli:delete", "Delete products by id from an index."),
     "eval": ("clip_search.search.cli:eval_command", "Retrieval recall on a labelled catalogue."),
     "demo": ("clip_search.demo:demo", "Run the whole path end to end on one machine."),
     "publish": ("model_build.cli:publish", "Ship to SageMaker: S3, ECR, registry, endpoint, Batch Transform."),

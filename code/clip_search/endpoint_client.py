@@ -22,6 +22,27 @@ from clip_search.serving.content_types import JSON, JSONLINES
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
 
 
+def embedding_lines(data: bytes | str, where: str = "answer") -> Iterator[tuple[str, np.ndarray | str]]:
+    """(id, embedding or error) per line of a JSON Lines answer of the handler contract (one
+    `{"id", "embedding"}` or `{"id", "error"}` per line): endpoint answers and Batch Transform
+    `.out` files alike."""
+    import orjson
+
+    for number, line in enumerate(data.splitlines() if isinstance(data, (bytes, str)) else data, 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise EndpointError(f"{where} line {number} is not JSON: {error}") from None
+        if not isinstance(record, dict) or "id" not in record:
+            raise EndpointError(f"{where} line {number}: record without an id")
+        if "embedding" in record:
+            yield str(record["id"]), np.asarray(record["embedding"], dtype=np.float32)
+        else:
+            yield str(record["id"]), str(record.get("error", "no embedding in the answer"))
+
+
 class EndpointError(RuntimeError):
     """The endpoint could not be reached, refused the request, or failed a record."""
 
@@ -103,16 +124,9 @@ class EndpointClient:
         lines = (json.dumps({"id": str(i), field: value}).encode() for i, value in enumerate(values))
         rows: list[np.ndarray | str | None] = [None] * len(values)
         for batch in pack_lines(lines, self.max_payload_bytes):
-            answer = self._post(b"\n".join(batch), JSONLINES, JSONLINES).decode("utf-8")
-            for line in answer.splitlines():
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                index = int(record["id"])
-                if "embedding" in record:
-                    rows[index] = np.asarray(record["embedding"], dtype=np.float32)
-                else:
-                    rows[index] = str(record.get("error", "no embedding in the answer"))
+            answer = self._post(b"\n".join(batch), JSONLINES, JSONLINES)
+            for record_id, row in embedding_lines(answer, "the endpoint's answer"):
+                rows[int(record_id)] = row
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             raise EndpointError(f"the endpoint returned no answer for {field} #{missing[0]} ({len(missing)} missing)")

@@ -112,6 +112,8 @@ VARIABLES: tuple[Variable, ...] = (
              "seconds the native server waits for its first embedding"),
     Variable("CLIP_SEARCH_EXACT_MAX_ROWS", "exact_max_rows", _int(0), 20_000,
              "embedded index: exact search up to this many rows, ANN beyond"),
+    Variable("CLIP_SEARCH_FLUSH_ROWS", "flush_rows", _int(1), 20_000,
+             "embedded index: upserted products buffered per LanceDB commit"),
     Variable("CLIP_SEARCH_CALIBRATION_DIR", "calibration_dir", _text, "",
              "packaging: photos + titles for the accuracy guard"),
     Variable("CLIP_SEARCH_DEMO_DATA", "demo_data", _text, "",

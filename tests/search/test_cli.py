@@ -50,14 +50,17 @@ def test_reindexing_is_idempotent(built_index, test_model_tar):
 
 
 def test_a_query_from_another_model_is_refused(built_index, tmp_path, test_model_tar):
-    import shutil
+    import numpy as np
 
-    # A copy of the index as if ViT-B-32 had built it; the query is encoded by the test model.
+    from clip_search.search.index.embedded import EmbeddedIndex
+    from clip_search.search.records import EmbeddedProduct, Product
+
+    # An index of the same dimension as if ViT-B-32 had built it; the query is encoded by the test model.
     other = tmp_path / "other-index"
-    shutil.copytree(built_index, other)
-    meta = json.loads((other / "index.json").read_text())
-    meta["model_id"] = "ViT-B-32/laion2b_s34b_b79k"
-    (other / "index.json").write_text(json.dumps(meta))
+    dim = EmbeddedIndex(built_index).dim
+    with EmbeddedIndex(other) as index:
+        index.ensure(dim, "ViT-B-32/laion2b_s34b_b79k")
+        index.upsert([EmbeddedProduct(Product("x", "apple"), np.eye(dim, dtype=np.float32)[0])])
     result = CliRunner().invoke(main, ["search", "--index", str(other), "apple", "--model", str(test_model_tar)])
     assert result.exit_code == 1
     assert "was built with model ViT-B-32/laion2b_s34b_b79k" in result.output

@@ -27,7 +27,7 @@ def test_demo_runs_the_whole_path_offline_from_the_repo_alone(tmp_path):
     assert "description -> product" in table and "edited catalogue photos -> product" in table
     assert "mrr" in table.splitlines()[0]  # the table of clip_search.search.evaluation
     assert "TEST MODEL (tiny, random weights): these figures are MEANINGLESS" in table
-    assert (tmp_path / "demo" / "index" / "index.json").is_file()
+    assert (tmp_path / "demo" / "index" / "products.lance").is_dir()  # a LanceDB table
 
 
 def test_without_internet_the_demo_falls_back_loudly(tmp_path, monkeypatch, capsys):
@@ -50,6 +50,7 @@ def test_cli_index_and_search_through_the_native_server(tmp_path, test_model_tar
 
     from clip_search.cli import main
     from clip_search.search.catalogue import read_catalogue
+    from clip_search.search.index.embedded import EmbeddedIndex
     from clip_search.serving.server import ModelServer
     from tests.search.conftest import REPO
 
@@ -63,7 +64,7 @@ def test_cli_index_and_search_through_the_native_server(tmp_path, test_model_tar
                                            "--endpoint", server.url])
         assert result.exit_code == 0, result.output
         assert "indexed 10 of 10 products" in result.output
-        assert json.loads((index / "index.json").read_text())["encoder"] == {"endpoint": server.url}
+        assert EmbeddedIndex(index).info().extra["encoder"] == {"endpoint": server.url}
         result = CliRunner().invoke(main, ["search", "--index", str(index), "--image", products[3].image, "-k", "1", "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output[result.output.index("["):])[0]["id"] == products[3].id

@@ -8,9 +8,11 @@ import csv
 import glob
 import gzip
 import io
-import json
+import os
 from pathlib import Path
 from typing import Iterator
+
+import orjson
 
 from clip_search.search.errors import CatalogueError
 from clip_search.search.records import Product
@@ -41,9 +43,10 @@ def read_catalogue(path) -> Iterator[Product]:
         rows = _csv_rows(path)
     else:
         raise CatalogueError(f"catalogue {path}: expected a .jsonl or .csv file (optionally .gz)")
-    seen = set()
+    seen = set()  # ids only: the catalogue itself is streamed
+    base = path.parent.resolve()
     for number, row in rows:
-        product = product_from_row(row, base=path.parent, where=f"{path}:{number}")
+        product = product_from_row(row, base=base, where=f"{path}:{number}")
         if product.id in seen:
             raise CatalogueError(f"{path}:{number}: duplicate product id {product.id!r}")
         seen.add(product.id)
@@ -56,8 +59,8 @@ def _jsonl_rows(path: Path):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
                 raise CatalogueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
                 raise CatalogueError(f"{path}:{number}: expected a JSON object per line")
@@ -80,8 +83,9 @@ def product_from_row(row: dict, base: Path | None = None, where: str = "") -> Pr
     image = next((str(row.pop(name)) for name in IMAGE_FIELDS if row.get(name) not in (None, "")), None)
     for name in TITLE_FIELDS + IMAGE_FIELDS:
         row.pop(name, None)
-    if image and base is not None and not _is_uri(image) and not Path(image).is_absolute():
-        image = str((base / image).resolve())
+    if image and base is not None and not _is_uri(image) and not os.path.isabs(image):
+        # Lexically (no file-system call per product: a million of them add up); `base` is resolved.
+        image = os.path.normpath(os.path.join(base, image))
     return Product(str(product_id), title, image, row)
 
 
@@ -127,20 +131,9 @@ def read_abo(listings, images_csv, image_root, language: str = "en_US") -> Itera
 # --- image bytes -----------------------------------------------------------------------------
 def load_image_bytes(location: str, timeout: float = 30) -> bytes:
     """Bytes of a product image from a local path, file://, s3:// or http(s):// location."""
-    if location.startswith("s3://"):
-        import boto3
+    from clip_search import files
 
-        bucket, _, key = location[5:].partition("/")
-        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    if location.startswith(("http://", "https://")):
-        import requests
-
-        response = requests.get(location, timeout=timeout)
-        response.raise_for_status()
-        return response.content
-    if location.startswith("file://"):
-        location = location[7:]
     try:
-        return Path(location).read_bytes()
-    except OSError as error:
-        raise CatalogueError(f"cannot read image {location}: {error.strerror}") from None
+        return files.read_bytes(location, timeout=timeout)
+    except files.FileAccessError as error:
+        raise CatalogueError(f"cannot read image {error}") from None

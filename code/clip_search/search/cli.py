@@ -69,7 +69,7 @@ def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, m
             raise click.UsageError("give --catalogue FILE or --abo-listings GLOB (with --abo-images, --abo-image-root)")
         if abo_listings and not (abo_images and abo_image_root):
             raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
-        products = list(read_catalogue(catalogue) if catalogue else read_abo(abo_listings, abo_images, abo_image_root))
+        products = read_catalogue(catalogue) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
         client = _client(index_location, model, endpoint, need_encoder=False)
         if client.embedder is None and not embeddings:
             raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
@@ -82,7 +82,7 @@ def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, m
             click.echo(f"  not indexed: {product_id}: {reason}", err=True)
         if len(report.errors) > 20:
             click.echo(f"  … and {len(report.errors) - 20} more", err=True)
-        click.echo(f"indexed {report.indexed} of {len(products)} products into {index_location} "
+        click.echo(f"indexed {report.indexed} of {report.products} products into {index_location} "
                    f"({total} in the index, {len(report.errors)} errors)")
         if report.errors and not report.indexed:
             sys.exit(1)
@@ -98,7 +98,8 @@ def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, m
 @click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat to combine.")
 @click.option("--match", type=click.Choice(["both", "image", "title"]), default="both", show_default=True,
               help="Text queries: match product images, titles, or the better of the two.")
-@click.option("--hybrid", is_flag=True, help="OpenSearch: rank by keyword match on title plus k-NN.")
+@click.option("--hybrid", is_flag=True, help="Text queries: rank by keyword match on the title fused with vector "
+              "similarity (embedded and OpenSearch indexes).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits {id, score, title, ...}, best first.")
 @_encoder_options
 def search(query, index_location, image, k, filters, match, hybrid, as_json, model, endpoint):
@@ -108,8 +109,8 @@ def search(query, index_location, image, k, filters, match, hybrid, as_json, mod
             raise click.UsageError('give a text QUERY or --image PATH (one of them)')
         parsed = parse_filters(filters)
         with _client(index_location, model, endpoint) as client:
-            if hybrid and (image or client.index.backend != "opensearch"):
-                raise click.UsageError("--hybrid is a text search on an OpenSearch index")
+            if hybrid and (image or client.index.backend not in ("opensearch", "embedded")):
+                raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
             if image:
                 hits = client.search_image(image, k=k, filters=parsed)
             else:
@@ -122,6 +123,36 @@ def search(query, index_location, image, k, filters, match, hybrid, as_json, mod
             click.echo("no results")
         for rank, hit in enumerate(hits, 1):
             click.echo(f"{rank:>3}. {hit.score:6.3f}  {hit.id}  {hit.title}")
+
+    _run(run)
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--index", "index_location", required=True, help="Folder, OpenSearch URL (…/INDEX_NAME) or postgresql:// DSN.")
+@click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
+              help="A file of product ids to delete, one a line ('-' is not special: give a path).")
+def delete(ids, index_location, ids_file):
+    """Delete products by id (ID... and/or --ids FILE) from INDEX. Ids not in the index are ignored."""
+    from clip_search.search.index import open_index
+
+    def run():
+        wanted = list(ids)
+        if ids_file:
+            with open(ids_file, encoding="utf-8") as lines:
+                wanted += [line.strip() for line in lines if line.strip()]
+        if not wanted:
+            raise click.UsageError("give product ids to delete (ID... or --ids FILE)")
+        index = open_index(index_location)
+        try:
+            if index.info() is None:
+                raise SearchError(f"no index at {index_location}")
+            deleted = index.delete(dict.fromkeys(wanted))
+            index.refresh()
+            total = index.count()
+        finally:
+            index.close()
+        click.echo(f"deleted {deleted} of {len(set(wanted))} ids from {index_location} ({total} in the index)")
 
     _run(run)
 

@@ -57,13 +57,18 @@ class SearchClient:
     def index_catalogue(self, catalogue, *, titles: bool = True, batch_size: int = DEFAULT_BATCH,
                         image_embeddings: dict | None = None, model_id: str | None = None,
                         progress: bool = True) -> UpsertReport:
-        """Embed and upsert every product. `catalogue` is a file path or an iterable of Products.
+        """Embed and upsert every product. `catalogue` is a file path or an iterable of Products,
+        read a batch at a time (never held whole in memory). `report.products` counts what was read.
 
         `image_embeddings` (id -> vector, e.g. from Batch Transform output) replaces image encoding;
         `model_id` then names the model that made them when no encoder is at hand (titles need one).
+
+        Per-product outcomes: a product whose image is given but cannot be read, decoded or found in
+        the precomputed output is an error (id and reason) and is NOT indexed, not even by its title,
+        so the index never holds a product the report calls failed; a product without an image is
+        indexed by its title alone; one with neither a usable image nor a title is an error.
         """
         products = read_catalogue(catalogue) if isinstance(catalogue, (str, Path)) else catalogue
-        products = list(products)
         embedder = self.embedder
         if embedder is None and (image_embeddings is None or titles):
             raise SearchError("indexing needs an encoder (--model or --endpoint) unless image embeddings "
@@ -76,8 +81,10 @@ class SearchClient:
             dim = len(next(v for v in image_embeddings.values() if not isinstance(v, str)))
         self.index.ensure(dim, model_id, getattr(embedder, "spec", None))
         report = UpsertReport()
-        bar = tqdm(total=len(products), desc="indexing", unit="product", disable=not progress)
+        total = len(products) if hasattr(products, "__len__") else None
+        bar = tqdm(total=total, desc="indexing", unit="product", disable=not progress)
         for batch in _batches(products, batch_size):
+            report.products += len(batch)
             items, errors = self._embed_batch(batch, titles, image_embeddings)
             report.errors.extend(errors)
             result = self.index.upsert(items)
@@ -89,14 +96,19 @@ class SearchClient:
         return report
 
     def _embed_batch(self, batch: list[Product], titles: bool, precomputed: dict | None):
-        errors, image_vectors = [], {}
+        errors, image_vectors, failed = [], {}, set()
+
+        def fail(product_id, reason):
+            errors.append((product_id, reason))
+            failed.add(product_id)
+
         if precomputed is not None:
             for product in batch:
                 value = precomputed.get(product.id)
                 if value is None:
-                    errors.append((product.id, "no embedding in the precomputed output"))
+                    fail(product.id, "no embedding in the precomputed output")
                 elif isinstance(value, str):
-                    errors.append((product.id, value))
+                    fail(product.id, value)
                 else:
                     image_vectors[product.id] = np.asarray(value, dtype=np.float32)
         else:
@@ -107,20 +119,30 @@ class SearchClient:
                 try:
                     records.append((product.id, load_image_bytes(product.image)))
                 except Exception as error:
-                    errors.append((product.id, f"image {product.image}: {error}"))
+                    fail(product.id, f"image {product.image}: {error}")
             for product_id, value in self.embedder.encode_image_records(records).items():
                 if isinstance(value, str):
-                    errors.append((product_id, value))
+                    fail(product_id, f"image: {value}")
                 else:
                     image_vectors[product_id] = value
+        with_titles = [p for p in batch if titles and p.title and p.id not in failed]
         title_vectors = {}
-        with_titles = [p for p in batch if titles and p.title]
         if with_titles:
             vectors = self.embedder.encode_texts([p.title for p in with_titles])
             title_vectors = {p.id: v for p, v in zip(with_titles, vectors)}
-        items = [EmbeddedProduct(p, image_vectors.get(p.id), title_vectors.get(p.id))
-                 for p in batch if p.id in image_vectors or p.id in title_vectors]
+        items = []
+        for product in batch:
+            if product.id in failed:
+                continue
+            if product.id not in image_vectors and product.id not in title_vectors:
+                fail(product.id, "nothing to index: no image and no title" + ("" if titles else " (--no-titles)"))
+                continue
+            items.append(EmbeddedProduct(product, image_vectors.get(product.id), title_vectors.get(product.id)))
         return items, errors
+
+    def delete(self, ids) -> int:
+        """Delete products by id from the index; returns how many were there."""
+        return self.index.delete(ids)
 
     # --- searching ---------------------------------------------------------------------------
     def _check_index(self):

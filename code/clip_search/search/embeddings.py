@@ -2,9 +2,6 @@
 SageMaker endpoint), or Batch Transform output files. All give L2-normalised float32 rows and name
 the model that made them, so an index can refuse vectors from another model."""
 import base64
-import glob
-import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -142,45 +139,26 @@ def embedder_for(model: str | None = None, endpoint: str | None = None) -> Embed
 
 
 # --- Batch Transform output ------------------------------------------------------------------
-def parse_jsonlines_embeddings(text: str, where: str = "response") -> dict[str, np.ndarray | str]:
-    out = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if "id" not in record:
-            raise EncodingError(f"{where} line {number}: record without an id")
-        if "embedding" in record:
-            out[str(record["id"])] = np.asarray(record["embedding"], dtype=np.float32)
-        else:
-            out[str(record["id"])] = str(record.get("error", "no embedding"))
-    return out
+def parse_jsonlines_embeddings(text: str | bytes, where: str = "response") -> dict[str, np.ndarray | str]:
+    from clip_search.endpoint_client import EndpointError, embedding_lines
+
+    try:
+        return dict(embedding_lines(text, where))
+    except EndpointError as error:
+        raise EncodingError(str(error)) from None
 
 
 def read_batch_output(location: str) -> dict[str, np.ndarray | str]:
     """Embeddings from Batch Transform output: `*.out` JSON Lines files in a folder or an S3 prefix
     (one `{"id", "embedding"}` or `{"id", "error"}` per line)."""
+    from clip_search import files
+
     out: dict[str, np.ndarray | str] = {}
-    for name, text in _output_files(location):
-        out.update(parse_jsonlines_embeddings(text, where=name))
+    try:
+        for name in files.list_prefix(location, suffixes=(".out",)):
+            out.update(parse_jsonlines_embeddings(files.read_bytes(name), where=name))
+    except files.FileAccessError as error:
+        raise EncodingError(str(error)) from None
     if not out:
         raise EncodingError(f"no embeddings found in Batch Transform output {location} (expected *.out files)")
     return out
-
-
-def _output_files(location: str) -> Iterator[tuple[str, str]]:
-    if location.startswith("s3://"):
-        import boto3
-
-        bucket, _, prefix = location[5:].partition("/")
-        s3 = boto3.client("s3")
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                if item["Key"].endswith(".out"):
-                    body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                    yield f"s3://{bucket}/{item['Key']}", body.decode("utf-8")
-        return
-    path = Path(location)
-    files = [path] if path.is_file() else sorted(Path(p) for p in glob.glob(os.path.join(location, "**", "*.out"), recursive=True))
-    for file in files:
-        yield str(file), file.read_text(encoding="utf-8")

@@ -28,3 +28,27 @@ def matches(record: dict, filters: dict[str, list[str]]) -> bool:
         if not any(str(c) in values for c in candidates if c is not None):
             return False
     return True
+
+
+def quote(value) -> str:
+    """A SQL string literal for LanceDB (DataFusion): quotes doubled, nothing else special, so a
+    value is always one literal and can never end it or add SQL of its own."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# Filters on these fields compare the column itself; any other field is a metadata tag "field=value".
+COLUMN_FIELDS = ("id", "title")
+
+
+def to_lance_where(filters: dict[str, list[str]], tags_column: str = "tags") -> str | None:
+    """{field: [values]} -> a LanceDB `where`: values of one field ORed, fields ANDed."""
+    clauses = []
+    for field, values in filters.items():
+        if not values:
+            return "false"
+        if field in COLUMN_FIELDS:
+            clauses.append(f"{field} IN ({', '.join(quote(v) for v in values)})")
+        else:
+            tags = ", ".join(quote(f"{field}={v}") for v in values)
+            clauses.append(f"array_has_any({tags_column}, [{tags}])")
+    return " AND ".join(f"({clause})" for clause in clauses) or None

@@ -27,6 +27,7 @@ class IndexInfo:
 @dataclass
 class UpsertReport:
     indexed: int = 0
+    products: int = 0  # products read (SearchClient.index_catalogue)
     errors: list = field(default_factory=list)  # [(product id, reason)]
 
 
@@ -55,6 +56,10 @@ class VectorIndex(ABC):
         """Top-k products by cosine similarity of `vector` to any of `fields`' embeddings (the best
         field counts), restricted to `filters` ({field: [values]}). `keywords` asks backends that
         support it for a hybrid keyword + vector ranking."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete products by id (ids not in the index are ignored); returns how many were deleted."""
 
     @abstractmethod
     def count(self) -> int:

@@ -1,71 +1,117 @@
-"""The default index: a folder on disk, no server.
+"""The default index: a LanceDB table in a folder (or under an s3:// prefix), no server.
 
-Per embedding field (image, title) one faiss index of inner products over L2-normalised vectors
-(= cosine): exact (`IndexFlatIP`) while the index holds at most `exact_max_rows` rows, HNSW
-(`IndexHNSWFlat`) beyond. Both keep the vectors, so an HNSW index still answers exactly when a
-filter leaves few candidates (HNSW recall drops on very selective filters).
+One row per product: id, title, image, metadata (JSON), `tags` (every metadata value as
+"field=value", for filters), and one 512-d (model dim) vector column per embedding field
+(`image_vector`, `title_vector`; a product without that field has a zero vector and has_<field> false).
+Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
 
-Upserts never rewrite vectors in place (HNSW graphs cannot): a replaced product's old row is marked
-dead and its new row appended; dead rows are excluded through faiss ID selectors and compacted away
-once they are a quarter of the rows. Each save writes a new generation folder and then points
-`index.json` at it with one atomic rename, so a crash mid-save leaves the previous state intact.
-Upserts are saved by `refresh()`/`close()` (SearchClient calls them when a catalogue is done) and
-every AUTOSAVE_SECONDS during long runs. One writer at a time (readers of a folder see the
-generation they opened).
+- Writes: `upsert` buffers rows and commits them with `merge_insert("id")` (insert or replace by
+  product id) every CLIP_SEARCH_FLUSH_ROWS rows and on refresh()/close()/search()/count(). Every commit is a new
+  LanceDB version, written atomically: a process killed at any moment leaves the last committed
+  version readable. Writers of a local folder take a file lock per commit (`.clip-search.lock`,
+  released by the kernel when a process dies), so two `clip-search index` runs interleave their
+  batches and both land; LanceDB's commit-conflict retries cover object storage.
+- Filters compile to a LanceDB `where` (filters.to_lance_where) with every value a quoted literal.
+  Scalar indexes: BTREE on id, LABEL_LIST on tags, full-text (FTS) on title.
+- Search: exact (flat) while the table holds at most `settings.current().exact_max_rows` rows; past
+  that, refresh() builds an IVF_HNSW_SQ index per vector column (with a refine step on the full
+  vectors) and keeps it current (optimize) as rows are added. Rows not yet in the ANN index are
+  still searched (flat), so a search never misses a committed product.
+- Hybrid (`keywords`): full-text search on title and vector search, fused by reciprocal rank
+  (RRF_K); the hits' scores stay cosine similarities.
 """
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
-import faiss
 import numpy as np
 
 from clip_search.search.errors import IndexNotFoundError, SearchError
-from clip_search.search.filters import normalise_filters
+from clip_search.search.filters import normalise_filters, quote, to_lance_where
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
 from clip_search.search.records import EmbeddedProduct, Hit
 
-FORMAT_VERSION = 1
-EXACT_MAX_ROWS_ENV = "CLIP_SEARCH_EXACT_MAX_ROWS"
-# Measured (docs/search.md): one exact query over 512-d rows costs ~0.2 ms per 1,000 rows on one
-# core here, HNSW ~0.3 ms at 100k; exact stays under ~5 ms up to 20,000 rows.
-DEFAULT_EXACT_MAX_ROWS = 20_000
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
-COMPACT_DEAD_FRACTION = 0.25
-# Saving rewrites the whole index (100k x 512 floats x 2 fields = 400 MB): do it when a catalogue
-# is done (refresh/close) and at most this often while a long one is being indexed.
-AUTOSAVE_SECONDS = 60
+FORMAT_VERSION = 2
+TABLE = "products"
+META_KEY = b"clip_search"
+VECTOR = {"image": "image_vector", "title": "title_vector"}
+HAS = {"image": "has_image", "title": "has_title"}
+LOCK_FILE = ".clip-search.lock"
+LOCK_TIMEOUT_SECONDS = 600
+COMMIT_RETRIES = 8
+# ANN: IVF partitions of HNSW graphs over 8-bit scalar-quantised vectors; the top k * REFINE_FACTOR
+# candidates are re-ranked on the full float32 vectors (recall measured in the tests and benchmark).
+NPROBES = 10
+EF = 50
+REFINE_FACTOR = 2
+# Rows committed after the ANN index was built are searched exactly; optimize() folds them into the
+# index once they pass this fraction of the table.
+OPTIMIZE_UNINDEXED_FRACTION = 0.05
+RRF_K = 60
+HYBRID_DEPTH = 50
+SELECT = ["id", "title", "image", "metadata", "_distance"]
 
 
-def exact_max_rows() -> int:
-    return int(os.environ.get(EXACT_MAX_ROWS_ENV, DEFAULT_EXACT_MAX_ROWS))
+def rebuild_hint(location) -> str:
+    return (f"rebuild it into a new folder with `clip-search index --catalogue CATALOGUE --index NEW_FOLDER "
+            f"--model MODEL` (or delete {location} first and index into it again)")
 
 
 class EmbeddedIndex(VectorIndex):
     backend = "embedded"
 
-    def __init__(self, location, exact_max_rows_: int | None = None):
+    def __init__(self, location, exact_max_rows_: int | None = None, storage_options: dict | None = None):
         super().__init__(str(location))
-        self.path = Path(location)
-        self.exact_max_rows = exact_max_rows_ if exact_max_rows_ is not None else exact_max_rows()
+        self.remote = "://" in self.location and not self.location.startswith("file://")
+        self.path = None if self.remote else Path(self.location.removeprefix("file://"))
+        from clip_search import settings
+
+        self.exact_max_rows = settings.current().exact_max_rows if exact_max_rows_ is None else exact_max_rows_
+        self.flush_rows = settings.current().flush_rows
+        self.storage_options = storage_options if storage_options is not None else _storage_options(self.location)
+        self._db = None
+        self._table = None
         self._meta: dict | None = None
-        self._rows: list[dict] = []          # {"id", "title", "metadata"} per row, dead rows included
-        self._dead: np.ndarray = np.zeros(0, dtype=bool)
-        self._has: dict[str, np.ndarray] = {}  # field -> rows that carry that embedding
-        self._faiss: dict[str, faiss.Index] = {}
-        self._row_of: dict[str, int] = {}
-        self._postings: dict[str, dict[str, np.ndarray]] = {}
-        self._dirty = False
-        self._last_save = time.monotonic()
-        if (self.path / "index.json").exists():
-            self._load()
+        self._pending: dict[str, dict] = {}
+        self._approximate: tuple | None = None
+        self._field_counts: dict = {}
+        self.last_build_seconds: float | None = None
+        self._check_not_old_format()
+        self._open()
 
     # --- lifecycle ---------------------------------------------------------------------------
+    def _check_not_old_format(self) -> None:
+        if self.path is not None and (self.path / "index.json").exists():
+            raise SearchError(f"{self.path} is an embedded index in the old faiss format, which this clip-search "
+                              f"no longer reads: {rebuild_hint(self.path)}")
+
+    def _connect(self):
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.path) if self.path is not None else self.location,
+                                       storage_options=self.storage_options or None)
+        return self._db
+
+    def _open(self) -> None:
+        if self.path is not None and not (self.path / f"{TABLE}.lance").exists():
+            return
+        try:
+            self._table = self._connect().open_table(TABLE)
+        except (ValueError, FileNotFoundError):  # no such table (yet)
+            self._table = None
+            return
+        raw = (self._table.schema.metadata or {}).get(META_KEY)
+        meta = json.loads(raw) if raw else None
+        if not meta or meta.get("format") != FORMAT_VERSION:
+            raise SearchError(f"{self.location} holds a LanceDB table that is not a format-{FORMAT_VERSION} "
+                              f"clip-search index: {rebuild_hint(self.location)}")
+        self._meta = meta
+
     def info(self) -> IndexInfo | None:
         if self._meta is None:
             return None
@@ -76,255 +122,338 @@ class EmbeddedIndex(VectorIndex):
         if self._meta is not None:
             self.check_model(self.info(), model_id, dim)
             return
-        if self.path.exists() and any(self.path.iterdir()):
-            raise SearchError(f"{self.path} exists and is not an embedded clip-search index (no index.json)")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._meta = {"format": FORMAT_VERSION, "backend": self.backend, "model_id": model_id, "dim": int(dim),
-                      "encoder": encoder or {}}
-        self._faiss = {field: faiss.IndexFlatIP(int(dim)) for field in FIELDS}
-        self._has = {field: np.zeros(0, dtype=bool) for field in FIELDS}
-        self._save()
+        if self.path is not None and self.path.exists() and any(
+                p.name not in (LOCK_FILE, f"{TABLE}.lance") for p in self.path.iterdir()):
+            raise SearchError(f"{self.path} exists and is not an embedded clip-search index "
+                              f"(no {TABLE}.lance table in it)")
+        import pyarrow as pa
+
+        meta = {"format": FORMAT_VERSION, "backend": self.backend, "model_id": model_id, "dim": int(dim),
+                "encoder": encoder or {}}
+        vector = pa.list_(pa.float32(), int(dim))
+        schema = pa.schema([
+            pa.field("id", pa.string(), nullable=False), pa.field("title", pa.string()),
+            pa.field("image", pa.string()), pa.field("metadata", pa.string()),
+            pa.field("tags", pa.list_(pa.string())),
+            pa.field(VECTOR["image"], vector), pa.field(VECTOR["title"], vector),
+            pa.field(HAS["image"], pa.bool_()), pa.field(HAS["title"], pa.bool_()),
+        ], metadata={META_KEY: json.dumps(meta).encode()})
+        with self._writing():
+            self._open()  # another process may have created it since we looked
+            if self._meta is None:
+                try:
+                    self._table = self._connect().create_table(TABLE, schema=schema)
+                    self._meta = meta
+                    return
+                except ValueError:  # created meanwhile on object storage (no lock there)
+                    self._open()
+        self.check_model(self.info(), model_id, dim)
 
     def drop(self) -> None:
-        if self.path.exists():
+        self._pending.clear()
+        if self._table is not None:
+            self._connect().drop_table(TABLE)
+        if self.path is not None and self.path.exists():
             shutil.rmtree(self.path)
-        self.__init__(self.path, self.exact_max_rows)
+        self._table, self._meta, self._db = None, None, None
 
     def count(self) -> int:
-        return int((~self._dead).sum())
+        if self._table is None:
+            return 0
+        self.flush()
+        return int(self._table.count_rows())
 
     @property
     def dim(self) -> int:
         if self._meta is None:
-            raise IndexNotFoundError(f"no embedded index at {self.path} (create it with `clip-search index`)")
+            raise IndexNotFoundError(f"no embedded index at {self.location} (create it with `clip-search index`)")
         return self._meta["dim"]
 
     @property
     def is_approximate(self) -> bool:
-        return any(isinstance(index, faiss.IndexHNSW) for index in self._faiss.values())
+        """Whether an ANN index exists (cached per table version: searches ask on every query)."""
+        if self._table is None:
+            return False
+        version = self._table.version
+        if self._approximate is None or self._approximate[0] != version:
+            self._approximate = (version, any(config.columns[0] in VECTOR.values()
+                                              for config in self._table.list_indices()))
+        return self._approximate[1]
 
     # --- writes ------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self):
+        """One writer of a local folder at a time (a commit holds the lock for milliseconds), then
+        the latest version: another process's commits are never overwritten."""
+        if self.path is None:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK_FILE))
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)
+        except Timeout:
+            raise SearchError(f"another clip-search command has been writing to {self.path} for "
+                              f"{LOCK_TIMEOUT_SECONDS} s; try again when it is done") from None
+        try:
+            if self._table is not None:
+                self._table.checkout_latest()
+            yield
+        finally:
+            lock.release()
+
+    def _commit(self, action) -> None:
+        """Run a write; LanceDB's retryable commit conflicts (another writer on object storage) are retried."""
+        for attempt in range(COMMIT_RETRIES):
+            try:
+                with self._writing():
+                    action()
+                return
+            except Exception as error:  # lance raises plain OSError/RuntimeError for conflicts
+                if "onflict" not in str(error) or attempt == COMMIT_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+                if self._table is not None:
+                    self._table.checkout_latest()
+
     def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
         dim = self.dim
         report = UpsertReport()
-        batch = {field: [] for field in FIELDS}
-        has = {field: [] for field in FIELDS}
-        new_rows, dead_now = [], []
-        pending: dict[str, int] = {}
         for item in items:
             product = item.product
             vectors = {"image": item.image_embedding, "title": item.title_embedding}
             if all(v is None for v in vectors.values()):
-                report.errors.append((product.id, "no embedding"))
+                report.errors.append((product.id, "no embedding (neither image nor title)"))
                 continue
             try:
                 vectors = {f: None if v is None else as_query_vector(v, dim) for f, v in vectors.items()}
             except ValueError as error:
                 report.errors.append((product.id, str(error)))
                 continue
-            if product.id in pending:  # the same id twice in one batch: the later one wins
-                dead_now.append(len(self._rows) + pending[product.id])
-            elif product.id in self._row_of:
-                dead_now.append(self._row_of[product.id])
-            pending[product.id] = len(new_rows)
-            new_rows.append({"id": product.id, "title": product.title, "image": product.image,
-                             "metadata": product.metadata})
-            for field, vector in vectors.items():
-                has[field].append(vector is not None)
-                batch[field].append(np.zeros(dim, np.float32) if vector is None else vector)
+            zero = np.zeros(dim, np.float32)
+            metadata = product.metadata or {}
+            self._pending[product.id] = {  # the same id twice before a commit: the later one wins
+                "id": product.id, "title": product.title or "", "image": product.image,
+                "metadata": json.dumps(metadata, ensure_ascii=False), "tags": tags_of(metadata),
+                VECTOR["image"]: zero if vectors["image"] is None else vectors["image"],
+                VECTOR["title"]: zero if vectors["title"] is None else vectors["title"],
+                HAS["image"]: vectors["image"] is not None, HAS["title"]: vectors["title"] is not None,
+            }
             report.indexed += 1
-        if not new_rows:
-            return report
-        start = len(self._rows)
-        self._rows.extend(new_rows)
-        self._dead = np.concatenate([self._dead, np.zeros(len(new_rows), dtype=bool)])
-        self._dead[dead_now] = True
-        for field in FIELDS:
-            self._has[field] = np.concatenate([self._has[field], np.array(has[field], dtype=bool)])
-            self._faiss[field].add(np.ascontiguousarray(np.stack(batch[field]), dtype=np.float32))
-        for offset, row in enumerate(new_rows):
-            self._row_of[row["id"]] = start + offset
-        self._postings.clear()
-        if self._dead.sum() > COMPACT_DEAD_FRACTION * len(self._rows):
-            self._compact()
-        self._maybe_go_approximate()
-        self._dirty = True
-        if time.monotonic() - self._last_save > AUTOSAVE_SECONDS:
-            self._save()
+        if len(self._pending) >= self.flush_rows:
+            self.flush()
         return report
 
+    def flush(self) -> None:
+        """Commit the buffered upserts as one LanceDB version."""
+        if not self._pending:
+            return
+        data = self._arrow(list(self._pending.values()))
+
+        def merge():
+            (self._table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+             .execute(data))
+
+        self._commit(merge)
+        self._pending.clear()
+
+    def _arrow(self, rows: list[dict]):
+        import pyarrow as pa
+
+        schema = self._table.schema
+        columns = {}
+        for field in schema:
+            if field.name in VECTOR.values():
+                flat = np.ascontiguousarray(np.stack([row[field.name] for row in rows]), dtype=np.float32).reshape(-1)
+                columns[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
+            else:
+                columns[field.name] = pa.array([row[field.name] for row in rows], type=field.type)
+        return pa.Table.from_pydict(columns, schema=schema)
+
+    def delete(self, ids) -> int:
+        """Delete products by id; returns how many were in the index."""
+        ids = [str(i) for i in ids]
+        if self._table is None or not ids:
+            return 0
+        self.flush()  # an upsert before a delete of the same id: the delete wins
+        deleted = 0
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            where = f"id IN ({', '.join(quote(i) for i in chunk)})"
+            holder = {}
+
+            def remove():
+                holder["before"] = self._table.count_rows(where)
+                self._table.delete(where)
+
+            self._commit(remove)
+            deleted += holder["before"]
+        return deleted
+
     def refresh(self) -> None:
-        """Persist what was upserted (searches in this process see it already)."""
-        if self._dirty:
-            self._save()
+        """Commit what was upserted, then build or update the indexes (ANN past exact_max_rows)."""
+        self.flush()
+        if self._table is not None:
+            self._maintain()
 
     def close(self) -> None:
         self.refresh()
 
-    def _maybe_go_approximate(self) -> None:
-        if len(self._rows) <= self.exact_max_rows:
+    def _maintain(self) -> None:
+        rows = self._table.count_rows()
+        if rows == 0:
             return
-        for field in FIELDS:
-            if not isinstance(self._faiss[field], faiss.IndexHNSW):
-                self._faiss[field] = _build_hnsw(_vectors(self._faiss[field]))
+        from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq, LabelList
 
-    def _compact(self) -> None:
-        alive = np.flatnonzero(~self._dead)
-        for field in FIELDS:
-            vectors = _vectors(self._faiss[field])[alive]
-            approximate = isinstance(self._faiss[field], faiss.IndexHNSW)
-            self._faiss[field] = _build_hnsw(vectors) if approximate else _flat(vectors)
-            self._has[field] = self._has[field][alive]
-        self._rows = [self._rows[i] for i in alive]
-        self._dead = np.zeros(len(self._rows), dtype=bool)
-        self._row_of = {row["id"]: i for i, row in enumerate(self._rows)}
+        existing = {tuple(config.columns): config for config in self._table.list_indices()}
+        wanted = [(("id",), BTree()), (("tags",), LabelList()), (("title",), FTS(with_position=False)),
+                  ((HAS["image"],), Bitmap()), ((HAS["title"],), Bitmap())]
+        if rows > self.exact_max_rows:  # an ANN index per field that has that many vectors
+            wanted += [((VECTOR[field],), None) for field in FIELDS
+                       if (VECTOR[field],) not in existing and self._table.count_rows(HAS[field]) > self.exact_max_rows]
+        built = False
+        for (column,), config in wanted:
+            if (column,) in existing:
+                continue
+            start = time.perf_counter()
+            if config is None:
+                partitions = max(1, int(np.sqrt(rows) / 2))
+                config = IvfHnswSq(distance_type="dot", num_partitions=partitions)
+
+            def create(column=column, config=config):
+                if any(c.columns == [column] for c in self._table.list_indices()):
+                    return  # another writer built it meanwhile
+                try:
+                    self._table.create_index(column, config=config, replace=False)
+                except RuntimeError as error:  # built meanwhile by a writer we could not lock out (s3)
+                    if "already exists" not in str(error):
+                        raise
+
+            self._commit(create)
+            if column in VECTOR.values():
+                self.last_build_seconds = (self.last_build_seconds or 0) + time.perf_counter() - start
+            built = True
+        if built:
+            return
+        unindexed = max((config.num_unindexed_rows or 0) for config in existing.values())
+        if unindexed > OPTIMIZE_UNINDEXED_FRACTION * rows:
+            from datetime import timedelta
+
+            self._commit(lambda: self._table.optimize(cleanup_older_than=timedelta(hours=1)))
 
     # --- reads -------------------------------------------------------------------------------
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
-        query = as_query_vector(vector, self.dim).reshape(1, -1)
-        candidates = ~self._dead
-        filters = normalise_filters(filters)
-        if filters:
-            candidates = candidates & self._filter_mask(filters)
-        best: dict[int, float] = {}
-        # One query runs on one thread anyway; an OpenMP team per call only adds barrier waits,
-        # which cost tens of ms on a busy machine (measured: 34 ms vs 2 ms at 10k rows).
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            self._search_fields(query, k, fields, candidates, best)
-        finally:
-            faiss.omp_set_num_threads(threads)
-        ranked = sorted(best.items(), key=lambda item: -item[1])[:k]
-        return [Hit(self._rows[row]["id"], score, self._rows[row]["title"] or "",
-                    _hit_metadata(self._rows[row])) for row, score in ranked]
-
-    def _search_fields(self, query, k, fields, candidates, best) -> None:
+        query = as_query_vector(vector, self.dim)
+        if self._table is None:
+            return []
+        self.flush()
+        where = to_lance_where(normalise_filters(filters))
+        depth = max(k, HYBRID_DEPTH) if keywords else k
+        # A selective filter leaves too few rows in the probed ANN partitions: search those rows
+        # exactly (the scalar index finds them) when they are no more than exact_max_rows.
+        exact = not self.is_approximate or (where is not None and self._at_most(where, self.exact_max_rows))
+        best: dict[str, tuple[float, dict]] = {}
         for field in fields:
-            allowed = candidates & self._has[field]
-            n_allowed = int(allowed.sum())
-            if n_allowed == 0:
-                continue
-            for row, score in self._search_field(field, query, min(k, n_allowed), allowed, n_allowed):
-                if score > best.get(row, -np.inf):
-                    best[row] = score
+            if not self._field_rows(field):
+                continue  # no product has this embedding (e.g. indexed with --no-titles)
+            for row in self._vector_search(query, field, depth, where, exact):
+                score = 1.0 - float(row["_distance"])
+                if row["id"] not in best or score > best[row["id"]][0]:
+                    best[row["id"]] = (score, row)
+        ranked = sorted(best.values(), key=lambda item: -item[0])
+        if keywords:
+            ranked = self._fuse(query, ranked, self._keyword_search(keywords, depth, where), fields)
+        return [_hit(row, score) for score, row in ranked[:k]]
 
-    def _search_field(self, field, query, k, allowed, n_allowed):
-        index = self._faiss[field]
-        everything = n_allowed == len(allowed)
-        bitmap = None if everything else np.packbits(allowed, bitorder="little")
-        selector = None if bitmap is None else faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
-        if isinstance(index, faiss.IndexHNSW) and n_allowed > self.exact_max_rows:
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, 2 * k))
-            if selector is not None:
-                params.sel = selector
-            scores, rows = index.search(query, k, params=params)
-        else:
-            flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
-            params = faiss.SearchParameters(sel=selector) if selector is not None else None
-            scores, rows = flat.search(query, k, params=params)
-        del bitmap  # the selector points into it: keep it alive until the search returned
-        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+    def _at_most(self, where: str, limit: int) -> bool:
+        """Whether at most `limit` rows match `where` (a scan that stops at limit + 1 rows)."""
+        return self._table.search().where(where).select(["id"]).limit(limit + 1).to_arrow().num_rows <= limit
 
-    def _filter_mask(self, filters: dict[str, list[str]]) -> np.ndarray:
-        mask = np.ones(len(self._rows), dtype=bool)
-        for field, values in filters.items():
-            postings = self._postings_for(field)
-            field_mask = np.zeros(len(self._rows), dtype=bool)
-            for value in values:
-                rows = postings.get(value)
-                if rows is not None:
-                    field_mask[rows] = True
-            mask &= field_mask
-        return mask
+    def _field_rows(self, field) -> int:
+        """How many products have `field`'s embedding (cached per table version)."""
+        key = (self._table.version, field)
+        if key not in self._field_counts:
+            self._field_counts = {k: v for k, v in self._field_counts.items() if k[0] == key[0]}
+            self._field_counts[key] = self._table.count_rows(HAS[field])
+        return self._field_counts[key]
 
-    def _postings_for(self, field: str) -> dict[str, np.ndarray]:
-        """value -> rows, built on first use of a field: filters cost a lookup, not a scan."""
-        if field not in self._postings:
-            postings: dict[str, list[int]] = {}
-            for i, row in enumerate(self._rows):
-                value = row["title"] if field == "title" else row["id"] if field == "id" else row["metadata"].get(field)
-                for item in value if isinstance(value, list) else [value]:
-                    if item is not None:
-                        postings.setdefault(str(item), []).append(i)
-            self._postings[field] = {key: np.array(rows) for key, rows in postings.items()}
-        return self._postings[field]
+    def _vector_search(self, query, field, k, where, exact):
+        def run(condition):
+            builder = (self._table.search(query, vector_column_name=VECTOR[field]).distance_type("dot")
+                       .select(SELECT + [HAS[field]]).limit(k))
+            if exact:
+                builder = builder.bypass_vector_index()
+            else:
+                builder = builder.nprobes(NPROBES).ef(max(EF, k * REFINE_FACTOR)).refine_factor(REFINE_FACTOR)
+            if condition:
+                builder = builder.where(condition, prefilter=True)
+            return builder.to_arrow().to_pylist()
 
-    # --- persistence -------------------------------------------------------------------------
-    def _save(self) -> None:
-        """Write a new generation folder, then switch `index.json` to it with one atomic rename:
-        a crash at any point leaves the previous generation readable and complete."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        previous = (self._meta or {}).get("data")
-        generation = f"data-{int(previous.split('-')[1]) + 1 if previous else 1}"
-        tmp_dir = self.path / (generation + ".tmp")
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir()
-        for field in FIELDS:
-            faiss.write_index(self._faiss[field], str(tmp_dir / f"{field}.faiss"))
-        np.savez(tmp_dir / "rows.npz", dead=self._dead, **{f"has_{field}": self._has[field] for field in FIELDS})
-        with open(tmp_dir / "products.jsonl", "w", encoding="utf-8") as out:
-            for row in self._rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        shutil.rmtree(self.path / generation, ignore_errors=True)
-        os.replace(tmp_dir, self.path / generation)
-        self._meta["data"] = generation
-        meta = {**self._meta, "rows": len(self._rows), "count": self.count(), "approximate": self.is_approximate,
-                "exact_max_rows": self.exact_max_rows}
-        tmp_json = self.path / "index.json.tmp"
-        tmp_json.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_json, self.path / "index.json")
-        if previous and previous != generation:
-            shutil.rmtree(self.path / previous, ignore_errors=True)
-        self._dirty = False
-        self._last_save = time.monotonic()
+        rows = run(where)
+        if all(row[HAS[field]] for row in rows):
+            return rows
+        # Some products lack this field (zero vector): ask again among those that have it.
+        return run(f"({where}) AND {HAS[field]}" if where else HAS[field])
 
-    def _load(self) -> None:
-        meta = json.loads((self.path / "index.json").read_text())
-        if meta.get("format") != FORMAT_VERSION or meta.get("backend") != self.backend:
-            raise SearchError(f"{self.path}/index.json is not a format-{FORMAT_VERSION} embedded index")
-        self._meta = {key: meta[key] for key in ("format", "backend", "model_id", "dim", "data")}
-        self._meta["encoder"] = meta.get("encoder") or {}
-        data = self.path / meta["data"]
-        with open(data / "products.jsonl", encoding="utf-8") as rows:
-            self._rows = [json.loads(line) for line in rows]
-        arrays = np.load(data / "rows.npz")
-        self._dead = arrays["dead"]
-        self._has = {field: arrays[f"has_{field}"] for field in FIELDS}
-        self._faiss = {field: faiss.read_index(str(data / f"{field}.faiss")) for field in FIELDS}
-        if not (len(self._rows) == len(self._dead) == self._faiss["image"].ntotal == meta["rows"]):
-            raise SearchError(f"embedded index at {self.path} is inconsistent (rows differ between files)")
-        for index in self._faiss.values():
-            if isinstance(index, faiss.IndexHNSW):
-                index.hnsw.efSearch = HNSW_EF_SEARCH
-        self._row_of = {row["id"]: i for i, row in enumerate(self._rows) if not self._dead[i]}
+    def _keyword_search(self, keywords, k, where):
+        builder = (self._table.search(keywords, query_type="fts", fts_columns="title")
+                   .select(SELECT[:-1] + ["_score"] + list(VECTOR.values()) + list(HAS.values())).limit(k))
+        if where:
+            builder = builder.where(where, prefilter=True)
+        try:
+            return builder.to_arrow().to_pylist()
+        except Exception as error:  # e.g. no full-text index yet on an empty table
+            raise SearchError(f"keyword search on {self.location} failed: {error}") from None
+
+    def _fuse(self, query, vector_ranked, keyword_rows, fields):
+        """Reciprocal rank fusion: score(d) = sum over the two lists of 1 / (RRF_K + rank)."""
+        fused: dict[str, float] = {}
+        rows: dict[str, tuple[float, dict]] = {}
+        for rank, (score, row) in enumerate(vector_ranked, 1):
+            fused[row["id"]] = fused.get(row["id"], 0.0) + 1.0 / (RRF_K + rank)
+            rows[row["id"]] = (score, row)
+        for rank, row in enumerate(keyword_rows, 1):
+            fused[row["id"]] = fused.get(row["id"], 0.0) + 1.0 / (RRF_K + rank)
+            if row["id"] not in rows:
+                cosines = [float(np.asarray(row[VECTOR[f]], np.float32) @ query) for f in fields if row[HAS[f]]]
+                rows[row["id"]] = (max(cosines, default=float("nan")), row)
+        order = sorted(fused, key=lambda product_id: -fused[product_id])
+        return [rows[product_id] for product_id in order]
 
 
-def _hit_metadata(row: dict) -> dict:
-    extra = dict(row.get("metadata") or {})
+def tags_of(metadata: dict) -> list[str]:
+    """Every metadata value as "field=value" (list values: one tag each), as filters compare them."""
+    tags = []
+    for field, value in metadata.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                tags.append(f"{field}={item}")
+    return tags
+
+
+def _hit(row: dict, score: float) -> Hit:
+    extra = json.loads(row.get("metadata") or "{}")
     if row.get("image"):
         extra.setdefault("image", row["image"])
-    return extra
+    return Hit(row["id"], score, row.get("title") or "", extra)
 
 
-def _flat(vectors: np.ndarray) -> faiss.IndexFlatIP:
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def _build_hnsw(vectors: np.ndarray) -> faiss.IndexHNSWFlat:
-    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    index.hnsw.efSearch = HNSW_EF_SEARCH
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def _vectors(index: faiss.Index) -> np.ndarray:
-    flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
-    return flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
-
+def _storage_options(location: str) -> dict:
+    """s3:// tables: the endpoint (moto, MinIO) and credentials from the usual AWS variables."""
+    if not location.startswith("s3://"):
+        return {}
+    options = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["aws_endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            options["allow_http"] = "true"
+    for variable, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+                          ("AWS_SESSION_TOKEN", "aws_session_token"), ("AWS_DEFAULT_REGION", "aws_region"),
+                          ("AWS_REGION", "aws_region")):
+        if os.environ.get(variable):
+            options[key] = os.environ[variable]
+    return options

@@ -240,11 +240,7 @@ class OpenSearchIndex(VectorIndex):
         chunk: dict[str, EmbeddedProduct] = {}
 
         def flush():
-            ids = list(chunk)
-            found = self.client.search(index=self.name, body={
-                "size": 10000, "query": {"terms": {"product_id": ids}}, "_source": ["product_id"]})
-            for hit in found["hits"]["hits"]:
-                yield {"_op_type": "delete", "_index": self.name, "_id": hit["_id"]}
+            yield from self._server_ids_of(list(chunk))
             yield from self._actions(chunk.values())
             chunk.clear()
 
@@ -254,6 +250,13 @@ class OpenSearchIndex(VectorIndex):
                 yield from flush()
         if chunk:
             yield from flush()
+
+    def _server_ids_of(self, product_ids: list[str]):
+        """Delete actions for the documents holding these product ids (Serverless: server ids)."""
+        found = self.client.search(index=self.name, body={
+            "size": 10000, "query": {"terms": {"product_id": product_ids}}, "_source": ["product_id"]})
+        for hit in found["hits"]["hits"]:
+            yield {"_op_type": "delete", "_index": self.name, "_id": hit["_id"]}
 
     def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
         """Bulk index with opensearch-py's streaming_bulk: documents rejected with 429 (and whole
@@ -368,3 +371,25 @@ class OpenSearchIndex(VectorIndex):
     def refresh(self) -> None:
         if not self.serverless:  # Serverless collections refresh on their own; no _refresh API call
             self.client.indices.refresh(index=self.name)
+
+    def delete(self, ids) -> int:
+        """Delete products by id with bulk delete actions (404s, ids not in the index, are not errors).
+        On Serverless the documents' ids are the server's: found by `product_id` first."""
+        from opensearchpy import helpers
+
+        ids = [str(i) for i in ids]
+        if self.serverless:
+            actions = (action for start in range(0, len(ids), self.chunk_size)
+                       for action in self._server_ids_of(ids[start:start + self.chunk_size]))
+        else:
+            actions = ({"_op_type": "delete", "_index": self.name, "_id": i} for i in ids)
+        deleted = 0
+        for ok, result in helpers.streaming_bulk(self.client, actions, chunk_size=self.chunk_size,
+                                                 max_retries=self.max_retries, initial_backoff=self.initial_backoff,
+                                                 raise_on_error=False, raise_on_exception=False):
+            outcome = next(iter(result.values()))
+            if ok and outcome.get("result") == "deleted":
+                deleted += 1
+            elif outcome.get("status") != 404:
+                raise SearchError(f"deleting {outcome.get('_id')} from {self.location} failed: {outcome.get('error')}")
+        return deleted

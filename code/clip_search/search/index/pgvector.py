@@ -168,6 +168,15 @@ class PgvectorIndex(VectorIndex):
             report.indexed += len(rows)
         return report
 
+    def delete(self, ids) -> int:
+        """Delete products by id; returns how many rows were deleted."""
+        ids = [str(i) for i in ids]
+        if not ids or self.info() is None:
+            return 0
+        with self.connection.transaction():
+            cursor = self.connection.execute(self._sql("DELETE FROM {table} WHERE id = ANY(%s)"), (ids,))
+        return cursor.rowcount
+
     # --- reads -------------------------------------------------------------------------------
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:

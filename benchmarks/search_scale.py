@@ -1,0 +1,271 @@
+"""The embedded index at scale: synthetic products fed through `clip-search index` from Batch Transform
+style .out files, then ANN build, one upsert, queries (unfiltered, selective filter, hybrid),
+recall@10 against exact search, RSS and disk size; and the old faiss folder side by side (its code
+from git history, when faiss-cpu is installed).
+
+    python -m benchmarks.search_scale                      # 1,000,000 products, faiss at 200,000
+    python -m benchmarks.search_scale --rows 200000 --faiss-rows 0 --workdir /tmp/scale
+
+Vectors: 512-d unit vectors around 2,000 random centres (like embeddings of many similar products;
+uniform random vectors are no ANN's real workload). Metadata is shaped like the grocery catalogue
+(department, category, class_id, description) plus a `shelf` with 1,000 values for a selective
+(0.1%) filter. Titles are words, so hybrid search has keywords to match. Image embeddings only: the
+CLI reads precomputed image embeddings (--embeddings); title vectors need an encoder.
+Each phase runs in its own process; RSS is that process's peak resident set, sampled every 0.1 s.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DIM = 512
+CENTRES = 2_000
+DEPARTMENTS = ["Fruit", "Vegetables", "Packages"]
+WORDS = ("apple banana kiwi lemon lime mango melon orange peach pear plum pomegranate tomato potato onion "
+         "pepper carrot cucumber garlic ginger juice milk oat yoghurt soy sour cream organic fresh red green "
+         "yellow sweet crisp juicy large small pack bag box").split()
+QUERIES = 200
+FAISS_COMMIT = "f1400ec"
+
+
+def vectors_for(start: int, count: int, centres: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = centres[rng.integers(0, len(centres), count)] + rng.standard_normal((count, DIM)).astype(np.float32) * 0.6
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def generate(work: Path, rows: int, chunk: int = 50_000):
+    """catalogue.jsonl + out/part-NNNN.out + vectors.npy (float32, for exact ground truth)."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((CENTRES, DIM)).astype(np.float32)
+    out = work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    all_vectors = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=(rows, DIM))
+    with open(work / "catalogue.jsonl", "w") as catalogue:
+        for part, start in enumerate(range(0, rows, chunk)):
+            count = min(chunk, rows - start)
+            vectors = vectors_for(start, count, centres, seed=1 + part)
+            all_vectors[start:start + count] = vectors
+            words = rng.integers(0, len(WORDS), (count, 3))
+            with open(out / f"part-{part:04d}.out", "w") as lines:
+                for i in range(count):
+                    product_id = f"p{start + i}"
+                    lines.write('{"id": "%s", "embedding": [%s]}\n' % (
+                        product_id, ",".join(f"{v:.6f}" for v in vectors[i])))
+                    n = start + i
+                    catalogue.write(json.dumps({
+                        "id": product_id, "title": " ".join(WORDS[w] for w in words[i]),
+                        "image": f"images/{product_id}.jpg", "department": DEPARTMENTS[n % 3],
+                        "category": f"cat-{n % 40}", "class_id": n % 81, "shelf": f"s{n % 1000}",
+                        "description": "synthetic product"}) + "\n")
+    all_vectors.flush()
+    query_rng = np.random.default_rng(99)
+    picks = query_rng.integers(0, rows, QUERIES)
+    queries = np.asarray(all_vectors[picks]) + query_rng.standard_normal((QUERIES, DIM)).astype(np.float32) * 0.05
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    np.save(work / "queries.npy", queries)
+    truth, filtered = exact_truth(all_vectors, queries, rows)
+    (work / "truth.json").write_text(json.dumps({"all": truth, "shelf": filtered}))
+
+
+def exact_truth(vectors, queries, rows, k=10):
+    """Brute-force top 10 per query, overall and among shelf s7 (the selective filter)."""
+    scores = np.full((len(queries), 0), 0.0, np.float32)
+    best_scores = np.full((len(queries), k), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), k), np.int64)
+    for start in range(0, rows, 100_000):
+        block = np.asarray(vectors[start:start + 100_000])
+        scores = queries @ block.T
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.arange(start, start + len(block))[None, :].repeat(len(queries), 0)], axis=1)
+        order = np.argsort(-merged_scores, axis=1)[:, :k]
+        best_scores = np.take_along_axis(merged_scores, order, 1)
+        best_ids = np.take_along_axis(merged_ids, order, 1)
+    members = np.arange(7, rows, 1000)
+    shelf = members[np.argsort(-(queries @ np.asarray(vectors[members]).T), axis=1)[:, :k]]
+    return [[f"p{i}" for i in row] for row in best_ids], [[f"p{i}" for i in row] for row in shelf]
+
+
+def run_phase(args: list[str], env: dict | None = None) -> tuple[dict, float, float]:
+    """Run a phase in its own process; returns (its JSON answer, wall seconds, peak RSS in GB)."""
+    import psutil
+
+    started = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    output = process.stdout.read()
+    if process.returncode:
+        raise SystemExit(f"phase {args[-3:]} failed ({process.returncode}):\n{output}")
+    seconds = time.perf_counter() - started
+    lines = [line for line in output.strip().splitlines() if line.startswith("{")]
+    answer = json.loads(lines[-1]) if lines else {}
+    print(f"phase done in {seconds:.0f} s, peak RSS {peak / 1e9:.2f} GB: {json.dumps(answer)}", file=sys.stderr, flush=True)
+    return answer, seconds, peak / 1e9
+
+
+def percentiles(times):
+    return {"p50_ms": round(float(np.percentile(times, 50)) * 1e3, 2), "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 2)}
+
+
+def recall(found, truth):
+    return round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4)
+
+
+def phase_build(index_dir: str):
+    from clip_search.search.index.embedded import EmbeddedIndex
+
+    index = EmbeddedIndex(index_dir)
+    started = time.perf_counter()
+    index.refresh()
+    print(json.dumps({"build_s": round(time.perf_counter() - started, 1), "approximate": index.is_approximate}))
+
+
+def phase_serve(index_dir: str, work: str):
+    from clip_search.search.index.embedded import EmbeddedIndex
+    from clip_search.search.records import EmbeddedProduct, Product
+
+    work = Path(work)
+    queries = np.load(work / "queries.npy")
+    truth = json.loads((work / "truth.json").read_text())
+    index = EmbeddedIndex(index_dir)
+    for query in queries[:20]:  # warm the caches a server would have warm
+        index.search(query, k=10, fields=("image",))
+    results = {}
+    for name, kwargs in (("unfiltered", {}), ("filter_shelf_0.1pct", {"filters": {"shelf": "s7"}}),
+                         ("filter_department_33pct", {"filters": {"department": "Fruit"}}),
+                         ("hybrid", {"keywords": "organic mango"})):
+        times, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            hits = index.search(query, k=10, fields=("image",), **kwargs)
+            times.append(time.perf_counter() - started)
+            found.append([hit.id for hit in hits])
+        results[name] = percentiles(times)
+        if name == "unfiltered":
+            results[name]["recall@10"] = recall(found, truth["all"])
+        if name.startswith("filter_shelf"):
+            results[name]["recall@10"] = recall(found, truth["shelf"])
+    upserts = []
+    for i in range(5):
+        vector = queries[i]
+        started = time.perf_counter()
+        index.upsert([EmbeddedProduct(Product(f"new{i}", "fresh kiwi", None, {"shelf": "s7"}), vector)])
+        index.flush()  # committed: a new LanceDB version on disk
+        upserts.append(time.perf_counter() - started)
+    results["one_upsert_ms"] = round(float(np.median(upserts)) * 1e3, 1)
+    print(json.dumps(results))
+
+
+def phase_faiss(folder: str, work: str, rows: int):
+    """The old embedded index (faiss, from git history) at `rows` rows: upserts in batches of 50,000
+    (as measured in the issue), one more upsert + save, queries."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{FAISS_COMMIT}:code/clip_search/search/index/embedded.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(folder).parent / "faiss_embedded.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("faiss_embedded", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from clip_search.search.records import EmbeddedProduct, Product
+
+    vectors = np.load(Path(work) / "vectors.npy", mmap_mode="r")
+    queries = np.load(Path(work) / "queries.npy")
+    module.EmbeddedIndex.__abstractmethods__ = frozenset()  # it predates VectorIndex.delete
+    index = module.EmbeddedIndex(folder)
+    index.ensure(DIM, "synthetic")
+    started = time.perf_counter()
+    for start in range(0, rows, 50_000):
+        block = np.asarray(vectors[start:start + 50_000])
+        index.upsert([EmbeddedProduct(Product(f"p{start + i}", "t", None, {"shelf": f"s{(start + i) % 1000}"}), v)
+                      for i, v in enumerate(block)])
+    index.refresh()
+    ingest = time.perf_counter() - started
+    started = time.perf_counter()
+    index.upsert([EmbeddedProduct(Product("new", "t"), queries[0])])
+    index.refresh()
+    upsert = time.perf_counter() - started
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        index.search(query, k=10, fields=("image",))
+        times.append(time.perf_counter() - started)
+    print(json.dumps({"ingest_products_per_s": round(rows / ingest), "one_upsert_ms": round(upsert * 1e3, 1),
+                      "unfiltered": percentiles(times)}))
+
+
+def du(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--faiss-rows", type=int, default=200_000, help="0: skip the old faiss index")
+    parser.add_argument("--workdir", help="keep data and indexes here (default: a temporary folder)")
+    parser.add_argument("--phase", choices=["build", "serve", "faiss"], help=argparse.SUPPRESS)
+    parser.add_argument("phase_args", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase == "build":
+        return phase_build(*args.phase_args)
+    if args.phase == "serve":
+        return phase_serve(*args.phase_args)
+    if args.phase == "faiss":
+        return phase_faiss(args.phase_args[0], args.phase_args[1], int(args.phase_args[2]))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="search-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    me = [sys.executable, "-m", "benchmarks.search_scale"]
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    try:
+        if not (work / "truth.json").exists():
+            started = time.perf_counter()
+            generate(work, args.rows)
+            print(f"generated {args.rows} products in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        index_dir = work / "lancedb-index"
+        shutil.rmtree(index_dir, ignore_errors=True)
+        report = {"rows": args.rows, "cpu_count": os.cpu_count()}
+        # Ingest: exact mode during the CLI run so that the ANN build is timed on its own.
+        _, seconds, rss = run_phase([sys.executable, "-m", "clip_search.cli", "index", "--catalogue",
+                                     str(work / "catalogue.jsonl"), "--index", str(index_dir), "--embeddings",
+                                     str(work / "out"), "--model-id", "synthetic", "--no-titles", "--batch-size", "1024"],
+                                    {**env, "CLIP_SEARCH_EXACT_MAX_ROWS": str(10**9)})
+        report["ingest"] = {"products_per_s": round(args.rows / seconds), "seconds": round(seconds, 1), "rss_gb": round(rss, 2)}
+        build, seconds, rss = run_phase(me + ["--phase", "build", str(index_dir)], env)
+        report["ann_build"] = {**build, "rss_gb": round(rss, 2)}
+        serve, _, rss = run_phase(me + ["--phase", "serve", str(index_dir), str(work)], env)
+        report["serve"] = {**serve, "rss_gb": round(rss, 2)}
+        report["disk_gb"] = round(du(index_dir), 2)
+        if args.faiss_rows:
+            try:
+                import faiss  # noqa: F401
+            except ImportError:
+                report["faiss"] = "skipped: faiss-cpu is not installed (no longer a dependency)"
+            else:
+                folder = work / "faiss-index"
+                shutil.rmtree(folder, ignore_errors=True)
+                faiss_report, _, rss = run_phase(me + ["--phase", "faiss", str(folder), str(work), str(args.faiss_rows)], env)
+                report["faiss"] = {"rows": args.faiss_rows, **faiss_report, "rss_gb": round(rss, 2),
+                                   "disk_gb": round(du(folder), 2)}
+        print(json.dumps(report, indent=2))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
