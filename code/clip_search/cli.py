@@ -15,6 +15,7 @@ COMMANDS = {
     "index": ("clip_search.search.cli:index", "Encode a product catalogue and index it."),
     "search": ("clip_search.search.cli:search", "Search an index by text or by image."),
     "eval": ("clip_search.search.cli:eval_command", "Retrieval recall on a labelled catalogue."),
+    "app": ("clip_search.app.cli:app", "Serve the search page and its HTTP API for an index."),
     "demo": ("clip_search.demo:demo", "Run the whole path end to end on one machine."),
     "publish": ("model_build.cli:publish", "Ship to SageMaker: S3, ECR, registry, endpoint, Batch Transform."),
 }
