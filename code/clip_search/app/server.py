@@ -51,6 +51,9 @@ SECURITY_HEADERS = {
 # The page loads only its own files; product photos may redirect to S3 or to the catalogue's web host.
 PAGE_CSP = ("default-src 'self'; img-src 'self' https: http: data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+ROUTE_KEY = "clip_search.route"  # the route template, for metrics labels
+PRODUCTS_PREFIX = "/api/products/"
+PRODUCT_ROUTE, PRODUCT_IMAGE_ROUTE = "/api/products/{id}", "/api/products/{id}/image"
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -99,7 +102,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = self.route_names.get(scope.get("endpoint"), "unmatched")
+            route = scope.get(ROUTE_KEY) or self.route_names.get(scope.get("endpoint"), "unmatched")
             code = str(status["code"])
             self.metrics.requests.labels(route, scope.get("method", ""), code).inc()
             if status["code"] >= 400:
@@ -144,6 +147,26 @@ def _flag(raw, name: str) -> bool:
     if value in FALSE:
         return False
     raise BadRequest(f"{name} must be 1 or 0, not {str(raw)[:20]!r}")
+
+
+def _product_path(request: Request) -> tuple[str, bool] | None:
+    """(product id, image?) from /api/products/ID or /api/products/ID/image, ID percent-decoded."""
+    from urllib.parse import unquote
+
+    raw = request.scope.get("raw_path")
+    raw = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else request.scope["path"]
+    root = request.scope.get("root_path") or ""
+    if root and raw.startswith(root + PRODUCTS_PREFIX):
+        raw = raw[len(root):]
+    if not raw.startswith(PRODUCTS_PREFIX):
+        return None
+    segments = raw[len(PRODUCTS_PREFIX):].split("/")
+    if not segments[0] or len(segments) > 2 or (len(segments) == 2 and segments[1] != "image"):
+        return None
+    try:
+        return unquote(segments[0], errors="strict"), len(segments) == 2
+    except UnicodeDecodeError:
+        raise BadRequest("the product id in the path is not valid UTF-8") from None
 
 
 def _root(request: Request) -> str:
@@ -254,12 +277,17 @@ def create_app(service: SearchService, *, max_upload_bytes: int = DEFAULT_MAX_UP
         except Exception as error:  # noqa: BLE001 - python-multipart errors on garbage
             raise BadRequest(f"malformed multipart body: {error}") from None
 
-    async def product(request: Request):
-        answer = await run_in_threadpool(service.product, request.path_params["id"], _root(request))
-        return JSONResponse(answer)
-
-    async def product_image(request: Request):
-        answer = await run_in_threadpool(service.product_image, request.path_params["id"])
+    async def products(request: Request):
+        """/api/products/{id} and /api/products/{id}/image. The id is read from the raw path, so an
+        id with a slash (sent as %2F) is still one id; it is only ever looked up in the index."""
+        parts = _product_path(request)
+        if parts is None:
+            raise HTTPException(404)
+        product_id, want_image = parts
+        request.scope[ROUTE_KEY] = PRODUCT_IMAGE_ROUTE if want_image else PRODUCT_ROUTE
+        if not want_image:
+            return JSONResponse(await run_in_threadpool(service.product, product_id, _root(request)))
+        answer = await run_in_threadpool(service.product_image, product_id)
         if answer.redirect:
             return RedirectResponse(answer.redirect, status_code=307)
         return FileResponse(answer.path, media_type=answer.media_type, headers={"Cache-Control": "public, max-age=3600"})
@@ -284,15 +312,13 @@ def create_app(service: SearchService, *, max_upload_bytes: int = DEFAULT_MAX_UP
         response.headers.update(error.headers or {})
         return response
 
-    endpoints = {"search": _json_errors(search), "product": _json_errors(product),
-                 "product_image": _json_errors(product_image), "facets": _json_errors(facets),
+    endpoints = {"search": _json_errors(search), "products": _json_errors(products), "facets": _json_errors(facets),
                  "health": _json_errors(health), "metrics": metrics_page, "page": page}
     static = StaticFiles(directory=STATIC)
     routes = [
         Route("/", endpoints["page"], methods=["GET"]),
         Route("/api/search", endpoints["search"], methods=["GET", "POST"]),
-        Route("/api/products/{id}", endpoints["product"], methods=["GET"]),
-        Route("/api/products/{id}/image", endpoints["product_image"], methods=["GET"]),
+        Route("/api/products/{rest:path}", endpoints["products"], methods=["GET"]),
         Route("/api/facets", endpoints["facets"], methods=["GET"]),
         Route("/healthz", endpoints["health"], methods=["GET"]),
         Route("/metrics", endpoints["metrics"], methods=["GET"]),

@@ -128,14 +128,14 @@ class SearchService:
     # --- search ---------------------------------------------------------------------------------
     def search(self, query: Query, on_stage=None, root_path: str = "") -> dict:
         """-> {"hits", "took_ms": {"encode", "search"}, "model", "index"}. `on_stage(name, seconds)`."""
-        given = [name for name in ("text", "image", "like") if getattr(query, name) not in (None, "", b"")]
+        given = [name for name in ("text", "image", "like") if getattr(query, name) is not None]
         if len(given) != 1:
             raise BadRequest("give exactly one of a text query (q / text), an image, or like (a product id)"
                              + (f"; got {', '.join(given)}" if given else ""))
         filters = normalise_filters(query.filters)
         exclude = None
         started = time.perf_counter()
-        if query.text is not None and query.text != "":
+        if query.text is not None:
             if not query.text.strip():
                 raise BadRequest("empty text query")
             if query.hybrid and not self.supports_hybrid:
