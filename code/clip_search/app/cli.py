@@ -6,28 +6,53 @@ import click
 from clip_search.search.cli import ENDPOINT_ENV, MODEL_ENV
 
 
-def run_app(service, host: str, port: int, max_upload_mb: float | None = None, log_level: str = "info") -> None:
-    """Serve `service` until Ctrl-C, after printing the URL to open."""
-    from clip_search import settings
-    from clip_search.app.server import bind, create_app, serve, url_of
+def listen(host: str, port: int):
+    from clip_search.app.server import bind
 
-    limit = max_upload_mb if max_upload_mb is not None else settings.current().app_max_upload_mb
-    app = create_app(service, max_upload_bytes=int(limit * 1024 * 1024))
     try:
-        sock = bind(host, port)
+        return bind(host, port)
     except OSError as error:
         raise click.ClickException(str(error)) from None
+
+
+def run_app(service, host: str, port: int, *, sock=None, log_level: str = "info") -> None:
+    """Serve `service` until Ctrl-C or SIGTERM, after printing the URL to open."""
+    from clip_search import settings
+    from clip_search.app.server import create_app, serve, url_of
+
+    app = create_app(service, max_upload_bytes=int(settings.current().app_max_upload_mb * 1024 * 1024))
+    sock = sock or listen(host, port)
     url = url_of(sock)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.secho(f"the app listens on {host}: anyone who can reach this machine can search the index",
                     fg="yellow", err=True)
     click.secho(f"clip-search app: {url}/  (index {service.location}, model {service.model_id}; Ctrl-C stops)",
                 bold=True)
+    restore = _stop_on_sigterm()
     try:
         serve(app, sock, log_level=log_level)
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the signal it caught
+        pass
     finally:
+        restore()
         sock.close()
         service.close()
+    click.echo("clip-search app stopped")
+
+
+def _stop_on_sigterm():
+    """SIGTERM stops the app like Ctrl-C (so callers' cleanup runs); returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("app")
@@ -51,8 +76,10 @@ def app(index_location, model, endpoint, host, port, image_roots):
     require("app", what="clip-search app")
     if model and endpoint:
         raise click.UsageError("give --model or --endpoint, not both")
+    sock = listen(host, port)  # a busy port fails before the model loads
     try:
         service = open_service(index_location, model, endpoint, image_roots=list(image_roots) or None)
     except SearchError as error:
+        sock.close()
         raise click.ClickException(str(error)) from None
-    run_app(service, host, port)
+    run_app(service, host, port, sock=sock)

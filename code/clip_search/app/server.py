@@ -153,11 +153,17 @@ def _product_path(request: Request) -> tuple[str, bool] | None:
     """(product id, image?) from /api/products/ID or /api/products/ID/image, ID percent-decoded."""
     from urllib.parse import unquote
 
-    raw = request.scope.get("raw_path")
-    raw = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else request.scope["path"]
-    root = request.scope.get("root_path") or ""
-    if root and raw.startswith(root + PRODUCTS_PREFIX):
-        raw = raw[len(root):]
+    scope = request.scope
+    raw = scope.get("raw_path")
+    if isinstance(raw, (bytes, bytearray)):  # uvicorn: the path as sent, still percent-encoded
+        raw = raw.decode("latin-1")
+        root = scope.get("root_path") or ""
+        if root and raw.startswith(root + PRODUCTS_PREFIX):
+            raw = raw[len(root):]
+    else:  # Mangum: API Gateway's rawPath (it may start with the stage name)
+        event = scope.get("aws.event")
+        raw = event.get("rawPath") if isinstance(event, dict) else None
+        raw = raw[raw.index(PRODUCTS_PREFIX):] if raw and PRODUCTS_PREFIX in raw else scope["path"]
     if not raw.startswith(PRODUCTS_PREFIX):
         return None
     segments = raw[len(PRODUCTS_PREFIX):].split("/")
