@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-container clean
+.PHONY: install demo test test-unit test-server test-browser test-container clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
 $(VENV)/.installed: setup.py constraints.txt
@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/clip-search demo
 
-# Fast unit tests first, then the real server, then the container and SageMaker local mode.
+# Fast unit tests first, then the real server, the page in Chromium, then the container and SageMaker local mode.
 test: install
 	bash scripts/run_tests.sh
 
@@ -26,6 +26,9 @@ test-unit: install
 
 test-server: install
 	bash scripts/run_tests.sh server
+
+test-browser: install
+	bash scripts/run_tests.sh browser
 
 test-container: install
 	bash scripts/run_tests.sh container
