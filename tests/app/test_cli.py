@@ -15,9 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 URL_LINE = re.compile(r"clip-search app: (http://[^/\s]+)/")
 
 
-def start_app(*args, env=None):
+def start_app(*args, env=None, command="app", timeout=120):
+    """Start `clip-search COMMAND ARGS`; -> (process, the app's URL it printed, stdout lines so far)."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO)]), **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", *map(str, args)],
+    process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", command, *map(str, args)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     lines: list[str] = []
     found = threading.Event()
@@ -28,12 +29,19 @@ def start_app(*args, env=None):
             if URL_LINE.search(line):
                 found.set()
 
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 120
+    errors: list[str] = []
+    # stderr drained too: a child that logs a lot (the demo's model server) must never block on a full pipe
+    readers = [threading.Thread(target=read, daemon=True),
+               threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
+    process.errors, process.readers = errors, readers
+    deadline = time.monotonic() + timeout
     while not found.is_set():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"clip-search app did not print its URL: {''.join(lines)}{process.stderr.read()}")
+            time.sleep(0.5)
+            pytest.fail(f"clip-search {command} did not print its URL: {''.join(lines)}{''.join(errors)[-5000:]}")
         time.sleep(0.05)
     return process, URL_LINE.search("".join(lines)).group(1), lines
 
@@ -52,8 +60,10 @@ def test_app_serves_and_stops_cleanly(demo_index, library_client, test_model_dir
     finally:
         process.send_signal(stop)
         code = process.wait(30)
-    assert code == 0, process.stderr.read()
-    assert "stopped" in "".join(lines) + process.stdout.read()
+    for reader in process.readers:
+        reader.join(10)
+    assert code == 0, "".join(process.errors)[-3000:]
+    assert "stopped" in "".join(lines)
 
 
 def run_cli(*args):
