@@ -441,3 +441,12 @@ def test_an_internal_failure_is_a_500_without_a_traceback(demo_index, caplog):
         assert requests.get(server.url + "/healthz", timeout=30).status_code == 200  # still serving
     assert "secret internal detail" in caplog.text
     service.close()
+
+
+def test_passwords_in_index_locations_are_never_shown():
+    from clip_search.app.service import public_location
+
+    assert public_location("postgresql://shop:s3cret@db.internal:5432/shop?table=products") == \
+        "postgresql://shop:***@db.internal:5432/shop?table=products"
+    for location in ("https://search.example.com:9200/products", "postgresql://shop@db/shop", "/data/products-index"):
+        assert public_location(location) == location

@@ -110,7 +110,7 @@ class SearchService:
         self.client = client
         self.index = client.index
         self.embedder = client.embedder
-        self.location = str(location or self.index.location)
+        self.location = public_location(str(location or self.index.location))
         self.presign_seconds = int(presign_seconds)
         self.facet_scan = int(facet_scan)
         info = self.index.info()
@@ -329,7 +329,7 @@ class SearchService:
                 continue
             facets.append({"field": name, "values": [{"value": value, "count": count}
                                                      for value, count in counter.most_common(FACET_VALUES)]})
-        return {"facets": facets, "products": len(rows), "complete": len(rows) < self.facet_scan}
+        return {"facets": facets, "products": len(rows), "complete": len(rows) >= self._scanned_count}
 
     def _scan_products(self) -> tuple[list[dict], list[str]]:
         """Metadata of up to `facet_scan` products (all of a smaller catalogue) and the folders their
@@ -348,6 +348,7 @@ class SearchService:
                         raw = local_path(str(location))
                         if os.path.isabs(raw) and ".." not in Path(raw).parts:
                             roots.add(self._real(os.path.dirname(raw)))
+            self._scanned_count = count
             self._scan = (rows, sorted(roots))
         return self._scan
 
@@ -357,6 +358,20 @@ class SearchService:
 
     def close(self) -> None:
         self.client.close()
+
+
+def public_location(location: str) -> str:
+    """The index location as answers show it: a password in a URL or DSN is never shown."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def image_url(product_id: str, root_path: str = "") -> str:
