@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-container test-live clean
+.PHONY: install demo test test-unit test-server test-browser test-container test-live clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
 $(VENV)/.installed: setup.py constraints.txt
@@ -21,7 +21,7 @@ export CLIP_SEARCH_GROCERY_DIR
 demo: install
 	$(BIN)/clip-search demo
 
-# Fast unit tests first, then the real server, then the container and SageMaker local mode.
+# Fast unit tests first, then the real server, the page in Chromium, then the container and SageMaker local mode.
 test: install
 	bash scripts/run_tests.sh
 
@@ -30,6 +30,9 @@ test-unit: install
 
 test-server: install
 	bash scripts/run_tests.sh server
+
+test-browser: install
+	bash scripts/run_tests.sh browser
 
 test-container: install
 	bash scripts/run_tests.sh container

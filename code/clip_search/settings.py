@@ -114,6 +114,18 @@ VARIABLES: tuple[Variable, ...] = (
              "embedded index: exact search up to this many rows, ANN beyond"),
     Variable("CLIP_SEARCH_FLUSH_ROWS", "flush_rows", _int(1), 20_000,
              "embedded index: upserted products buffered per LanceDB commit"),
+    Variable("CLIP_SEARCH_INDEX", "index", _text, "",
+             "search app / Lambda handler: the index to search (folder, OpenSearch URL, postgresql:// DSN)"),
+    Variable("CLIP_SEARCH_ENDPOINT", "endpoint", _text, "",
+             "search app / Lambda handler: encode queries with this endpoint (SageMaker endpoint name or "
+             "URL); empty = the encoder the index recorded"),
+    Variable("CLIP_SEARCH_APP_MAX_UPLOAD_MB", "app_max_upload_mb", _float(0.001), 6.0,
+             "search app: largest request body (photo upload) in MB, 413 above it"),
+    Variable("CLIP_SEARCH_IMAGE_ROOTS", "image_roots", _text, "",
+             "search app: folders (separated by the OS path separator) local product images are served "
+             "from; empty = the folders the indexed products' images are in"),
+    Variable("CLIP_SEARCH_PRESIGN_SECONDS", "presign_seconds", _int(1, 604800), 900,
+             "search app: lifetime of the presigned URLs s3:// product images redirect to"),
     Variable("CLIP_SEARCH_CALIBRATION_DIR", "calibration_dir", _text, "",
              "packaging: photos + titles for the accuracy guard"),
     Variable("CLIP_SEARCH_DEMO_DATA", "demo_data", _text, "",

@@ -37,6 +37,9 @@ class VectorIndex(ABC):
     def __init__(self, location: str):
         self.location = location
 
+    # Whether search(keywords=...) runs a hybrid keyword + vector ranking on this backend.
+    supports_hybrid: bool = False
+
     @abstractmethod
     def info(self) -> IndexInfo | None:
         """The model and dimension the index was built with, or None when it does not exist yet."""

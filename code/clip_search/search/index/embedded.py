@@ -63,6 +63,7 @@ def rebuild_hint(location) -> str:
 
 class EmbeddedIndex(VectorIndex):
     backend = "embedded"
+    supports_hybrid = True
 
     def __init__(self, location, exact_max_rows_: int | None = None, storage_options: dict | None = None):
         super().__init__(str(location))

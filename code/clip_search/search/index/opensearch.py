@@ -122,6 +122,7 @@ def _sigv4_auth(aws_host):
 
 class OpenSearchIndex(VectorIndex):
     backend = "opensearch"
+    supports_hybrid = True
 
     def __init__(self, client, name: str, location: str, engine: str = DEFAULT_ENGINE,
                  space_type: str = DEFAULT_SPACE, shards: int = 1, replicas: int | None = None,

@@ -1,0 +1,201 @@
+"""Text query round trip through the search app over HTTP: `python -m benchmarks.app_latency`.
+
+What a page or a client sees: GET /api/search?q=TEXT&k=10 on `clip-search app` (a real process on
+127.0.0.1, uvicorn + Starlette), which encodes the text in process and searches the embedded index,
+then answers JSON. The index holds --rows products (default 100,000) with synthetic unit vectors
+for both fields (image and title) and grocery-shaped metadata, recorded with the model's id so the
+app accepts it. The model is full-size ViT-B-32 with seeded random weights exported for onnx-int8
+(what `package-model --runtime auto` ships on this machine), packaged once into --work:
+
+  clip-search package-model --arch ViT-B-32 --random-weights --runtime onnx-int8 -o WORK/ViT-B-32-random-onnx-int8.tar.gz
+
+Queries are the demo catalogue's titles and description sentences, one request at a time over one
+keep-alive connection. Reported: p50/p99 of the round trip, and of the app's own encode and search
+stages (`took_ms`); the rest is HTTP, routing and JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
+
+TARGET_P50_MS, TARGET_P99_MS = 15.0, 40.0
+URL_LINE = re.compile(r"clip-search app: (http://[^/\s]+)/")
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"]
+    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512"
+
+
+def model_dir(args) -> Path:
+    """The extracted artifact: --model, or the onnx-int8 ViT-B-32 packaged once into --work."""
+    from clip_search.artifact import extract_artifact
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        path = Path(args.model)
+    else:
+        name = "test-model-onnx-int8" if args.quick else f"{args.arch}-random-onnx-int8"
+        path = work / f"{name}.tar.gz"
+        if not path.exists():
+            command = [sys.executable, "-m", "clip_search.cli", "package-model", "--runtime", "onnx-int8", "-o", str(path)]
+            command += ["--test-model"] if args.quick else ["--arch", args.arch, "--random-weights"]
+            print(f"packaging {path.name} once: {' '.join(command[2:])}", flush=True)
+            subprocess.run(command, check=True, env=_env())
+    if path.is_dir():
+        return path
+    target = path.with_name(path.name[: -len(".tar.gz")])
+    if not (target / ".complete").exists():
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(extract_artifact(path)), target)
+        (target / ".complete").touch()
+    return target
+
+
+def build_index(args, model: Path) -> Path:
+    """--rows products, image + title vectors (synthetic, unit length), built once per model."""
+    from clip_search.artifact import read_manifest
+    from clip_search.search.index import open_index
+    from clip_search.search.records import EmbeddedProduct, Product
+
+    manifest = read_manifest(model)
+    model_id, dim = manifest["model_id"], int(manifest["embed_dim"])
+    path = Path(args.work) / f"app-index-{args.rows}-{re.sub(r'[^A-Za-z0-9]+', '-', model_id)}"
+    index = open_index(str(path))
+    if index.info() is not None and index.count() == args.rows:
+        return path
+    print(f"building the {args.rows:,}-product embedded index (once; reused next run) ...", flush=True)
+    index.drop()
+    index.create(dim, model_id, {"model": str(model)})
+    rng = np.random.default_rng(0)
+    departments = ["Fruit", "Vegetables", "Packages"]
+    categories = [f"category-{i}" for i in range(40)]
+
+    def unit():
+        vector = rng.standard_normal(dim, dtype=np.float32)
+        return vector / np.linalg.norm(vector)
+
+    index.upsert(EmbeddedProduct(Product(f"p{i}", f"product {i}", None,
+                                         {"department": departments[i % 3], "category": categories[i % 40]}),
+                                 unit(), unit()) for i in range(args.rows))
+    index.close()
+    return path
+
+
+def queries() -> list[str]:
+    rows = [json.loads(line) for line in (REPO / "demo_data" / "grocery" / "products.jsonl").read_text().splitlines() if line]
+    texts = [row["title"] for row in rows] + [row["description"].split(".")[0][:80] for row in rows]
+    return [text for text in texts if text.strip()]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def start_app(index: Path, model: Path):
+    process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", "--index", str(index), "--model", str(model),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read():
+        for line in process.stdout:
+            match = URL_LINE.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(300):
+        process.kill()
+        raise SystemExit("clip-search app did not start within 300 s")
+    return process, found[0]
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip-search-bench"),
+                        help="where the artifact and the index are kept between runs (shared with python -m benchmarks)")
+    parser.add_argument("--model", help="an artifact (model.tar.gz or extracted folder) instead of the packaged one")
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000, help="measured requests (after 30 warm-up requests)")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="tiny test model, 10,000 rows, 100 queries (smoke)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.queries = min(args.rows, 10_000), min(args.queries, 100)
+
+    import requests
+
+    model = model_dir(args)
+    index = build_index(args, model)
+    load = os.getloadavg()
+    print(f"# clip-search app latency  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; CPU flags: {cpu_flags()}")
+    process, url = start_app(index, model)
+    try:
+        session = requests.Session()
+        health = session.get(url + "/healthz", timeout=60).json()
+        print(f"app: {url}, model {health['model']}, {health['products']:,} products ({health['backend']}), k={args.k}")
+        texts = queries()
+        for i in range(30):
+            session.get(url + "/api/search", params={"q": texts[i % len(texts)], "k": args.k}, timeout=60).raise_for_status()
+        round_trip, encode, search = [], [], []
+        for i in range(args.queries):
+            started = time.perf_counter()
+            response = session.get(url + "/api/search", params={"q": texts[i % len(texts)], "k": args.k}, timeout=60)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            answer = response.json()
+            assert len(answer["hits"]) == args.k
+            round_trip.append(elapsed)
+            encode.append(answer["took_ms"]["encode"] / 1000.0)
+            search.append(answer["took_ms"]["search"] / 1000.0)
+    finally:
+        process.terminate()
+        process.wait(30)
+    rest = [r - e - s for r, e, s in zip(round_trip, encode, search)]
+    print(f"\n## text query round trip through the app over HTTP: top-{args.k} of {args.rows:,} products, "
+          f"{args.queries} queries\n")
+    print("| step                                      | p50 ms | p99 ms |")
+    print("|-------------------------------------------|--------|--------|")
+    for label, values in (("encode (in process)", encode), ("search (embedded index)", search),
+                          ("HTTP + routing + JSON (the rest)", rest), ("round trip (client-side)", round_trip)):
+        print(f"| {label:<41} | {pct(values, 50):6.2f} | {pct(values, 99):6.2f} |")
+    p50, p99 = pct(round_trip, 50), pct(round_trip, 99)
+    met = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
+    print(f"\ntarget p50 <= {TARGET_P50_MS:g} ms, p99 <= {TARGET_P99_MS:g} ms: "
+          f"{'met' if met else 'NOT met'} (p50 {p50:.2f} ms, p99 {p99:.2f} ms)")
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""What the search app does, without HTTP: search by text, photo or product, look products up, serve
+their images safely, and count facets. Routes (routes.py) and the Lambda handler (aws.py) call this.
+
+It works through the search layer's interfaces only (`SearchClient`, `VectorIndex`, `Embedder`), so
+every backend (embedded folder, OpenSearch, pgvector) and every encoder (in process, an endpoint, a
+SageMaker endpoint) serves the same API. A product is looked up by a search restricted to its id
+(`filters={"id": [...]}`, which every backend supports); "more like this" encodes the product's own
+photo again with the index's model, which gives its stored image embedding.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from http import HTTPStatus
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clip_search.errors import BadRequest, RequestError
+from clip_search.search.client import SearchClient
+from clip_search.search.errors import IndexNotFoundError
+from clip_search.search.filters import normalise_filters
+from clip_search.search.index import FIELDS, IMAGE
+from clip_search.search.records import Hit
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 100
+# Facets and the image folders are counted over the products one search returns: every product of
+# a catalogue up to this size, a sample of it beyond.
+FACET_SCAN = 5000
+FACET_VALUES = 20           # most common values shown per field
+FACET_MAX_DISTINCT = 200    # a field with more distinct values is free text or an id, not a facet
+FACET_MAX_VALUE_CHARS = 80
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class NotFound(RequestError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class Unprocessable(RequestError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class UpstreamError(RuntimeError):
+    """The encoder endpoint or the search backend failed (502): not the request's fault."""
+
+
+@dataclass
+class Query:
+    text: str | None = None
+    image: bytes | None = None
+    like: str | None = None
+    k: int = 10
+    filters: dict = field(default_factory=dict)
+    hybrid: bool = False
+
+
+@dataclass
+class ImageAnswer:
+    """How to answer GET /api/products/{id}/image: a local file, or a redirect."""
+
+    path: str | None = None
+    media_type: str | None = None
+    redirect: str | None = None
+
+
+def parse_k(raw) -> int:
+    if raw is None or raw == "":
+        return 10
+    if isinstance(raw, bool):
+        raise BadRequest("k must be a whole number")
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"k must be a whole number, not {str(raw)[:40]!r}") from None
+    if isinstance(raw, float) and raw != k:
+        raise BadRequest(f"k must be a whole number, not {raw!r}")
+    if not 1 <= k <= MAX_K:
+        raise Unprocessable(f"k must be between 1 and {MAX_K}, not {k}")
+    return k
+
+
+def parse_filter_specs(specs) -> dict[str, list[str]]:
+    """`field:value` strings (repeatable; values of one field are ORed, fields ANDed)."""
+    filters: dict[str, list[str]] = {}
+    for spec in specs or ():
+        if not isinstance(spec, str):
+            raise BadRequest("filter must be a string field:value")
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip():
+            raise BadRequest(f"filter {spec[:80]!r} is not of the form field:value")
+        filters.setdefault(name.strip(), []).append(value)
+    return filters
+
+
+class SearchService:
+    def __init__(self, client: SearchClient, *, location: str | None = None, image_roots=None,
+                 presign_seconds: int = 900, facet_scan: int = FACET_SCAN):
+        if client.embedder is None:
+            raise IndexNotFoundError("the search app needs an encoder: give --model or --endpoint, or search "
+                                     "an index that recorded the encoder that built it")
+        self.client = client
+        self.index = client.index
+        self.embedder = client.embedder
+        self.location = public_location(str(location or self.index.location))
+        self.presign_seconds = int(presign_seconds)
+        self.facet_scan = int(facet_scan)
+        info = self.index.info()
+        if info is None:
+            raise IndexNotFoundError(f"no index at {self.location}: build it with `clip-search index`")
+        self.index.check_model(info, self.embedder.model_id, self.embedder.dim)
+        self.model_id = self.embedder.model_id
+        self.dim = int(info.dim)
+        self._explicit_roots = [self._real(root) for root in image_roots] if image_roots else None
+        self._scan: tuple[list[dict], list[str]] | None = None
+        # The embedded index is not documented as thread-safe; queries are short, so one at a time.
+        self._lock = threading.Lock()
+        self._encoder = getattr(self.embedder, "encoder", None)  # ClipEncoder when in process
+
+    # --- search ---------------------------------------------------------------------------------
+    def search(self, query: Query, on_stage=None, root_path: str = "") -> dict:
+        """-> {"hits", "took_ms": {"encode", "search"}, "model", "index"}. `on_stage(name, seconds)`."""
+        given = [name for name in ("text", "image", "like") if getattr(query, name) is not None]
+        if len(given) != 1:
+            raise BadRequest("give exactly one of a text query (q / text), an image, or like (a product id)"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        filters = normalise_filters(query.filters)
+        exclude = None
+        started = time.perf_counter()
+        if query.text is not None:
+            if not query.text.strip():
+                raise BadRequest("empty text query")
+            if query.hybrid and not self.supports_hybrid:
+                raise Unprocessable(f"hybrid=1 needs a backend with keyword search (OpenSearch); this index is "
+                                    f"{self.index.backend}")
+            vector = self._encode(lambda: self.embedder.encode_texts([query.text])[0])
+            fields, keywords = FIELDS, (query.text if query.hybrid else None)
+        else:
+            if query.hybrid:
+                raise Unprocessable("hybrid=1 is a text search")
+            if query.like is not None:
+                data = self._product_image_bytes(self.product_hit(query.like))
+                exclude = query.like
+            else:
+                data = query.image
+            vector = self.encode_image(data)
+            fields, keywords = (IMAGE,), None
+        encoded = time.perf_counter()
+        k = query.k + (1 if exclude is not None else 0)
+        hits = self._search(vector, k, filters, fields, keywords)
+        if exclude is not None:
+            hits = [hit for hit in hits if hit.id != exclude][: query.k]
+        done = time.perf_counter()
+        if on_stage:
+            on_stage("encode", encoded - started)
+            on_stage("search", done - encoded)
+        return {"hits": [self.hit_json(hit, root_path=root_path) for hit in hits],
+                "took_ms": {"encode": round((encoded - started) * 1000, 3), "search": round((done - encoded) * 1000, 3)},
+                "model": self.model_id, "index": self.location}
+
+    @property
+    def supports_hybrid(self) -> bool:
+        return bool(self.index.supports_hybrid)
+
+    def encode_image(self, data: bytes) -> np.ndarray:
+        """Decode with the encoder's own decode (400/413 for bad bytes), then encode. Through an
+        endpoint the same decode checks the bytes here first, so a bad photo is a clear 400 too."""
+        if not data:
+            raise BadRequest("empty image: the request carried no image bytes")
+        if self._encoder is not None:
+            image = self._encoder.decode(data)
+            return self._encode(lambda: self._encoder.encode_images([image])[0])
+        from clip_search.images import decode_image
+
+        decode_image(data)
+        return self._encode(lambda: self.embedder.encode_images([data])[0])
+
+    def _encode(self, function) -> np.ndarray:
+        from clip_search.search.errors import EncodingError
+
+        try:
+            return np.asarray(function(), dtype=np.float32)
+        except EncodingError as error:
+            raise UpstreamError(f"encoder failed: {error}") from None
+
+    def _search(self, vector, k, filters, fields=FIELDS, keywords=None) -> list[Hit]:
+        from clip_search.search.errors import SearchError
+
+        try:
+            with self._lock:
+                return self.index.search(np.asarray(vector, dtype=np.float32), k, filters, tuple(fields), keywords)
+        except SearchError as error:
+            raise UpstreamError(f"search failed: {error}") from None
+
+    def hit_json(self, hit: Hit, score: bool = True, root_path: str = "") -> dict:
+        """{"id", "score", "title", "image_url", ...metadata}; the stored image location stays private."""
+        metadata = {key: value for key, value in (hit.metadata or {}).items()
+                    if key not in ("image", "id", "score", "title", "image_url")}
+        out = {"id": hit.id}
+        if score:
+            value = float(hit.score)
+            out["score"] = round(value, 6) if math.isfinite(value) else None
+        out["title"] = hit.title
+        out["image_url"] = image_url(hit.id, root_path) if (hit.metadata or {}).get("image") else None
+        out.update(metadata)
+        return out
+
+    # --- products -------------------------------------------------------------------------------
+    def product_hit(self, product_id: str) -> Hit:
+        """The product with this id (a search restricted to the id), or a 404."""
+        probe = np.zeros(self.dim, dtype=np.float32)
+        probe[0] = 1.0
+        hits = self._search(probe, 1, {"id": [str(product_id)]})
+        if not hits or hits[0].id != str(product_id):
+            raise NotFound(f"no product with id {str(product_id)[:200]!r}")
+        return hits[0]
+
+    def product(self, product_id: str, root_path: str = "") -> dict:
+        return self.hit_json(self.product_hit(product_id), score=False, root_path=root_path)
+
+    def product_image(self, product_id: str) -> ImageAnswer:
+        from clip_search import files
+
+        hit = self.product_hit(product_id)
+        location = (hit.metadata or {}).get("image")
+        if not location:
+            raise NotFound(f"product {product_id!r} has no image")
+        location = str(location)
+        kind = files.scheme(location)
+        if kind == "s3":
+            try:
+                return ImageAnswer(redirect=files.presigned_url(location, self.presign_seconds))
+            except Exception as error:  # noqa: BLE001 - no credentials, bad location: not the request's fault
+                raise UpstreamError(f"cannot presign the image of product {product_id!r}: {error}") from None
+        if kind in ("http", "https"):
+            return ImageAnswer(redirect=location)
+        if kind != "file":
+            raise NotFound(f"product {product_id!r}: its image location has an unsupported scheme ({kind})")
+        path = self.safe_local_path(location)
+        if path is None:
+            logger.warning("refused to serve the image of product %r: %s is outside the catalogue's folders",
+                           product_id, location)
+            raise NotFound(f"the image of product {product_id!r} is not available")
+        media_type = _sniff_image(path)
+        if media_type is None:
+            raise NotFound(f"the image of product {product_id!r} is not an image file")
+        return ImageAnswer(path=path, media_type=media_type)
+
+    def _product_image_bytes(self, hit: Hit) -> bytes:
+        from clip_search import files
+
+        location = (hit.metadata or {}).get("image")
+        if not location:
+            raise Unprocessable(f"product {hit.id!r} has no image to find more like it")
+        location = str(location)
+        if files.scheme(location) == "file":
+            path = self.safe_local_path(location)
+            if path is None:
+                raise NotFound(f"the image of product {hit.id!r} is not available")
+            location = path
+        try:
+            return files.read_bytes(location)
+        except files.FileAccessError as error:
+            raise UpstreamError(f"cannot read the image of product {hit.id!r}: {error}") from None
+
+    # --- local files: only inside the catalogue's folders ---------------------------------------
+    @staticmethod
+    def _real(path) -> str:
+        return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+    def image_roots(self) -> list[str]:
+        """The folders local images may be served from: the given ones, else the folders the indexed
+        products' images are in (as recorded; symlinks resolved only after the check)."""
+        if self._explicit_roots is not None:
+            return self._explicit_roots
+        return self._scan_products()[1]
+
+    def safe_local_path(self, location: str) -> str | None:
+        """The resolved path of a local image location when it is a regular file inside one of the
+        image roots after every symlink is followed; None otherwise. Relative paths, `..` parts and
+        NUL bytes are refused outright (catalogues store absolute, normalised paths)."""
+        from clip_search.files import local_path
+
+        raw = local_path(location)
+        if "\x00" in raw or not os.path.isabs(raw) or ".." in Path(raw).parts:
+            return None
+        real = self._real(raw)
+        for root in self.image_roots():
+            if real != root and os.path.commonpath([real, root]) == root:
+                try:
+                    mode = os.stat(real).st_mode
+                except OSError:
+                    return None
+                return real if stat.S_ISREG(mode) else None
+        return None
+
+    # --- facets ---------------------------------------------------------------------------------
+    def facets(self) -> dict:
+        rows, _ = self._scan_products()
+        values: dict[str, Counter] = {}
+        carriers: Counter = Counter()
+        unusable: set[str] = set()
+        for metadata in rows:
+            for name, value in metadata.items():
+                if name in unusable or name in ("image", "id", "title", "score", "image_url"):
+                    continue
+                items = value if isinstance(value, list) else [value]
+                if not all(isinstance(item, (str, int, float, bool)) and len(str(item)) <= FACET_MAX_VALUE_CHARS
+                           for item in items):
+                    unusable.add(name)
+                    values.pop(name, None)
+                    continue
+                carriers[name] += 1
+                values.setdefault(name, Counter()).update(str(item) for item in items)
+        facets = []
+        for name in sorted(values):
+            counter = values[name]
+            # A facet groups products: not free text, not a value per product (an id).
+            if len(counter) > FACET_MAX_DISTINCT or len(counter) >= carriers[name] or len(counter) < 1:
+                continue
+            facets.append({"field": name, "values": [{"value": value, "count": count}
+                                                     for value, count in counter.most_common(FACET_VALUES)]})
+        return {"facets": facets, "products": len(rows), "complete": len(rows) >= self._scanned_count}
+
+    def _scan_products(self) -> tuple[list[dict], list[str]]:
+        """Metadata of up to `facet_scan` products (all of a smaller catalogue) and the folders their
+        local images are in; computed once (the index does not change under a running app)."""
+        if self._scan is None:
+            from clip_search.files import local_path, scheme
+
+            count = self.index.count()
+            rows, roots = [], set()
+            if count:
+                probe = np.full(self.dim, 1.0 / np.sqrt(self.dim), dtype=np.float32)
+                for hit in self._search(probe, min(count, self.facet_scan), None):
+                    rows.append(hit.metadata or {})
+                    location = (hit.metadata or {}).get("image")
+                    if location and scheme(str(location)) == "file":
+                        raw = local_path(str(location))
+                        if os.path.isabs(raw) and ".." not in Path(raw).parts:
+                            roots.add(self._real(os.path.dirname(raw)))
+            self._scanned_count = count
+            self._scan = (rows, sorted(roots))
+        return self._scan
+
+    def health(self) -> dict:
+        return {"status": "ok", "model": self.model_id, "index": self.location, "backend": self.index.backend,
+                "products": self.index.count()}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def public_location(location: str) -> str:
+    """The index location as answers show it: a password in a URL or DSN is never shown."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def image_url(product_id: str, root_path: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"{root_path}/api/products/{quote(str(product_id), safe='')}/image"
+
+
+def _sniff_image(path: str) -> str | None:
+    """The media type of an image file by its content (header only), or None when it is not one."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return IMAGE_TYPES.get(image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def decode_base64_image(value) -> bytes:
+    import base64
+    import binascii
+
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest('"image" must be a base64 string')
+    text = value.strip()
+    if text.startswith("data:") and "," in text:  # a data: URL from a browser
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest('"image" is not valid base64') from None
+
+
+__all__ = ["SearchService", "Query", "ImageAnswer", "NotFound", "Unprocessable", "UpstreamError", "MAX_K",
+           "parse_k", "parse_filter_specs", "decode_base64_image", "image_url"]
