@@ -31,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
+from clip_search.demo_data import GROCERY  # noqa: E402
 
 TARGET_P50_MS, TARGET_P99_MS = 15.0, 40.0
 URL_LINE = re.compile(r"clip-search app: (http://[^/\s]+)/")
@@ -104,7 +105,7 @@ def build_index(args, model: Path) -> Path:
 
 
 def queries() -> list[str]:
-    rows = [json.loads(line) for line in (REPO / "demo_data" / "grocery" / "products.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in (GROCERY / "products.jsonl").read_text().splitlines() if line]
     texts = [row["title"] for row in rows] + [row["description"].split(".")[0][:80] for row in rows]
     return [text for text in texts if text.strip()]
 

@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from clip_search.demo_data import GROCERY as DEMO_DATA
+
 from tests.publish.conftest import moto_url  # noqa: F401 - moto's S3 on loopback, for s3:// product images
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "demo_data" / "grocery"
+DEMO = DEMO_DATA
 UPLOAD_LIMIT = 1024 * 1024  # the test apps accept bodies up to 1 MiB
 
 
