@@ -99,13 +99,16 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
 
 
 @publish.command("image")
+@click.option("--variant", type=click.Choice(["slim", "full"]), default="slim", show_default=True,
+              help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
+                   "(its default tag ends in -full).")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
 @settings("repository", "image_tag", "local_image", "registry")
-def image_command(build_args, aws, state):
+def image_command(variant, build_args, aws, state):
     """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest."""
     from model_build.image import push_image
 
-    uri = push_image(aws, build_args=list(build_args), echo=click.echo)
+    uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
     state.record(image_uri=uri)
     click.echo(f"image_uri={uri}")
 
