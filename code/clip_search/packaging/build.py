@@ -14,7 +14,8 @@ from clip_search import __version__
 from clip_search.artifact import CONFIG_FILE, FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE
 from clip_search.errors import ModelDownloadError
 from clip_search.files import sha256_file
-from clip_search.packaging.manifest import write_manifest
+from clip_search.packaging.manifest import add_file_to_manifest, write_manifest
+from clip_search.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ def package_model(
         staging = Path(staging)
         manifest = write_model_dir(staging, model, model_cfg, preprocess_cfg, manifest)
         del model
+        from clip_search.packaging.tokenizer_export import export_tokenizer
+
+        # Proven equal to open_clip's ids here, or TokenizerMismatchError and no artifact.
+        if export_tokenizer(staging) is not None:
+            add_file_to_manifest(staging, manifest, TOKENIZER_FILE)
+            write_manifest(staging, manifest)
         if runtime != "torch":
             from clip_search.packaging.export import export_runtime
 

@@ -142,7 +142,7 @@ def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, t
     encoder = ClipEncoder(model_dir, manifest, runtime=reference, threads=threads)
     images, texts = load_calibration(root)
     pixels = encoder.preprocess_images(images)
-    tokens = encoder.tokenizer(texts).numpy().astype(np.int64)
+    tokens = np.asarray(encoder.tokenizer(texts), dtype=np.int64)
     cosines = compare(reference, candidate, pixels, tokens)
     figures = {
         "calibration": _describe(root),
