@@ -83,14 +83,19 @@ def publish(ctx, config_file, state_file, region):
               help="Runtime to export for when packaging (checked by the accuracy guard; see package-model).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Photos + titles for the accuracy guard (default: demo_data/ of this checkout).")
+@click.option("--keep-weights", is_flag=True,
+              help="Keep the fp32 safetensors in an artifact packaged for a torch-free runtime (default: left out).")
 @settings("bucket", "prefix")
-def artifact_command(model_path, arch, pretrained, random_weights, test_model, runtime, calibration, aws, state):
+def artifact_command(model_path, arch, pretrained, random_weights, test_model, runtime, calibration, keep_weights,
+                     aws, state):
     """Step 1: package the model and upload model.tar.gz to S3."""
     from model_build.artifact import upload_artifact
 
     options = {k: v for k, v in {"arch": arch, "pretrained": pretrained, "random_weights": random_weights,
                                  "test_model": test_model}.items() if v}
     options["runtime"] = runtime
+    if keep_weights:
+        options["keep_weights"] = True
     if runtime != "torch":
         options["runtime_options"] = {"calibration": calibration}
     uri = upload_artifact(aws, model_path, options, echo=click.echo)
