@@ -83,6 +83,10 @@ class ServingContainer:
     url: str = ""
 
     def start(self) -> "ServingContainer":
+        # SageMaker's /opt/ml/model is readable by the container's user, whatever its uid; pytest's
+        # temp dirs are 0700 (root only).
+        for path in [Path(self.model_dir), *Path(self.model_dir).rglob("*")]:
+            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
         args = ["run", "-d", "--name", self.name, *self.run_args,
                 "-v", f"{Path(self.model_dir).resolve()}:/opt/ml/model:ro"]
         if self.network is None:

@@ -7,6 +7,7 @@ The shared `serving_container` (the HTTP suite's) already runs with --user 12345
 publishing) and talks to the server from inside the container with `docker exec`.
 """
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -20,9 +21,23 @@ pytestmark = pytest.mark.container
 FIRST_ANSWER_BUDGET_S = 60
 
 
+UNINSTALLABLE = "clip-search-no-such-package==9.9.9"
+
+
 @pytest.fixture(scope="module")
-def offline_container(docker_ready, serving_model_dir):
-    container = ServingContainer(serving_model_dir, network="none").start()
+def offline_model_dir(serving_model_dir, tmp_path_factory):
+    """The test model plus a code/requirements.txt naming a package that does not exist: a stock
+    SageMaker toolkit would pip-install it at start (and, with no network, fail)."""
+    target = tmp_path_factory.mktemp("offline") / "model"
+    shutil.copytree(serving_model_dir, target)
+    (target / "code").mkdir(exist_ok=True)
+    (target / "code" / "requirements.txt").write_text(UNINSTALLABLE + "\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def offline_container(docker_ready, offline_model_dir):
+    container = ServingContainer(offline_model_dir, network="none").start()
     try:
         container.first_answer_s = container.wait_ready(timeout=180)
         yield container
@@ -56,14 +71,16 @@ def test_processes_run_as_the_given_uid_and_write_only_under_tmp(offline_contain
     # The container's writable layer is empty: with --read-only nothing could be written outside
     # /tmp, and the server started anyway (no pip install, no byte code written, MMS config, logs,
     # pid file and JVM temp files all in /tmp).
-    assert docker("diff", offline_container.name).stdout.strip() == ""
+    # (Docker itself creates the mount point /opt/ml/model and its parents.)
+    changes = set(docker("diff", offline_container.name).stdout.splitlines())
+    assert changes <= {"C /opt", "A /opt/ml", "A /opt/ml/model"}, changes
     written = docker("exec", offline_container.name, "sh", "-c", "ls /tmp").stdout.split()
     assert any(name.startswith("clip-search-serve-") for name in written), written
 
 
-def test_installs_nothing_at_start(offline_container, serving_model_dir):
-    # The artifact carries code/requirements.txt for a stock SageMaker PyTorch image, whose toolkit
-    # pip-installs it at start; this image must not (no network here: an install would fail).
-    assert (serving_model_dir / "code" / "requirements.txt").is_file()
+def test_installs_nothing_at_start(offline_container):
+    # It served (the fixture got an embedding) although code/requirements.txt names a package that
+    # cannot be installed, and nothing tried to.
     logs = offline_container.logs()
-    assert "pip install" not in logs and "Installing collected packages" not in logs, logs[-2000:]
+    assert UNINSTALLABLE not in logs and "pip install" not in logs, logs[-2000:]
+    assert "Installing collected packages" not in logs

@@ -32,7 +32,10 @@ def model_dir() -> Path:
 
 def check_runtime_installed(model_dir: Path) -> None:
     """ModelLoadError unless this install has what the artifact's runtime needs (e.g. torch)."""
-    manifest = read_manifest(model_dir)
+    try:
+        manifest = read_manifest(model_dir)
+    except OSError as error:  # e.g. a model directory the container's (non-root) user cannot read
+        raise ModelLoadError(f"cannot read the model in {model_dir}: {error}") from error
     runtime = resolve_name(None, manifest)
     if runtime not in REQUIRES:
         return
