@@ -29,6 +29,11 @@ def test_guard_records_figures_thresholds_and_cpu(int8_model_dir, calibration_di
                         calibration=calibration_dir, image_threshold=0.9, text_threshold=0.9)
     assert 0.99 <= figures["min_cosine_image"] < 0.99999 and figures["thresholds"] == {"image": 0.9, "text": 0.9}
     assert figures["images"] >= 20 and figures["texts"] >= 20 and figures["cpu_flags"]
+    # The serving path (photo files -> decode -> numpy preprocessing; titles -> tokenizer.json)
+    # against open_clip's own preprocess + tokenizer + torch fp32, recorded beside the graphs' figures.
+    path = figures["serving_path"]
+    assert path["preprocessing"] == "tokenizer.json + numpy preprocessing" and path["jpeg_draft"] is True
+    assert 0.999 <= path["min_cosine_image"] < 0.99999 and 0.998 <= path["min_cosine_text"] <= 1.0
 
 
 def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, monkeypatch):
