@@ -48,6 +48,7 @@ EXTRAS = {
         "psutil>=5.9",
         # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
         "selenium>=4.20",
+        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
     ],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Build the clip-search serving image.
 #
-# Usage: container/build.sh [--offline|--online] [--tag TAG] [--base-image IMAGE]
+# Usage: container/build.sh [--variant slim|full] [--offline|--online] [--tag TAG] [--base-image IMAGE]
+#   --variant slim (default)  torch-free: core + the `serve` extra (ONNX Runtime, multi-model-server,
+#                        sagemaker-inference) + a minimal Java runtime. Serves onnx / onnx-int8
+#                        artifacts; given a torch (or OpenVINO) artifact it exits at start with a
+#                        MODEL LOAD FAILED line that says to use --variant full.
+#   --variant full       core + serve + package + openvino (torch CPU, open_clip, OpenVINO):
+#                        serves every runtime, torch artifacts included (the pre-slim image)
 #   --offline (default)  build the wheelhouse on the host (build_wheelhouse.sh) and install only
 #                        from it inside the build: no PyPI, no CA set-up, works air-gapped.
 #   --online             install from PyPI inside the build, CPU torch from --torch-index-url
 #                        (default https://download.pytorch.org/whl/cpu); the project wheel still
 #                        comes from the host.
-#   --tag TAG            image tag (default clip-search:latest)
+#   --tag TAG            image tag (default clip-search:latest for slim, clip-search:full for full)
 #   --no-cache           do not reuse Docker's build cache
 #   --base-image IMAGE   Debian bookworm base (default debian:bookworm-slim; on a machine with no
 #                        registry, run container/make_base_image.sh and pass local/debian:bookworm)
@@ -18,13 +24,16 @@ REPO="$(cd "$HERE/.." && pwd)"
 DOCKER="${DOCKER:-/usr/bin/docker}"
 PYTHON="${PYTHON:-python3}"
 MODE=offline
-TAG=clip-search:latest
+VARIANT=slim
+TAG=
 BASE_IMAGE=debian:bookworm-slim
 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 NO_CACHE=()
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --variant) VARIANT="$2"; shift ;;
+        --variant=*) VARIANT="${1#--variant=}" ;;
         --offline) MODE=offline ;;
         --online) MODE=online ;;
         --tag) TAG="$2"; shift ;;
@@ -36,37 +45,52 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+case "$VARIANT" in
+    slim) EXTRAS=serve; TAG="${TAG:-clip-search:latest}" ;;
+    full) EXTRAS=serve,package,openvino; TAG="${TAG:-clip-search:full}" ;;
+    *) echo "unknown --variant: $VARIANT (slim or full)" >&2; exit 2 ;;
+esac
 
-BUILD="$HERE/.build"
+BUILD="$HERE/.build/$VARIANT"
 rm -rf "$BUILD/wheelhouse" "$BUILD/project"
 mkdir -p "$BUILD/wheelhouse" "$BUILD/project"
 cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
 
+started=$SECONDS
 if [[ "$MODE" == offline ]]; then
-    PYTHON="$PYTHON" "$HERE/build_wheelhouse.sh" "$BUILD/wheelhouse"
+    PYTHON="$PYTHON" "$HERE/build_wheelhouse.sh" "$BUILD/wheelhouse" "$EXTRAS"
     offline=1
 else
     # Only the project's own wheel; everything else comes from the indexes inside the build.
     "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD/wheelhouse" "$REPO"
     offline=0
 fi
+wheelhouse_s=$((SECONDS - started))
 # The project's wheel goes in its own layer (see the Dockerfile).
 mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
-"$PYTHON" - "$BUILD"/project/clip_search-*.whl > "$BUILD/requirements.txt" <<'PY'
+# The image's requirements: the wheel's Requires-Dist for core + this variant's extras.
+"$PYTHON" - "$BUILD"/project/clip_search-*.whl "$EXTRAS" > "$BUILD/requirements.txt" <<'PY'
 import sys, zipfile
 from email.parser import Parser
+from packaging.requirements import Requirement
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     metadata = Parser().parsestr(wheel.read(name).decode())
-for requirement in metadata.get_all("Requires-Dist") or []:
-    if "extra ==" not in requirement:  # the image serves: core requirements only
+extras = [""] + sys.argv[2].split(",")
+for line in metadata.get_all("Requires-Dist") or []:
+    requirement = Requirement(line)
+    if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in extras):
+        requirement.marker = None
         print(requirement)
 PY
 
+started=$SECONDS
 # --network host: this machine's dockerd runs with --bridge=none; apt inside the build needs a network.
 "$DOCKER" build --network host "${NO_CACHE[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --build-arg OFFLINE="$offline" \
     --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
+    --build-arg VARIANT="$VARIANT" \
     -t "$TAG" -f "$HERE/Dockerfile" "$HERE"
-echo "built $TAG: $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"
+echo "built $TAG ($VARIANT): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
+     "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"

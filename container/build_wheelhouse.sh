@@ -2,7 +2,10 @@
 # Build, on the host, every wheel the serving image needs, so `docker build` installs with
 # `pip install --no-index` (no TLS/CA set-up inside the build, no multi-GB CUDA torch, air-gapped).
 #
-# Usage: container/build_wheelhouse.sh [OUT_DIR]      (default container/.build/wheelhouse)
+# Usage: container/build_wheelhouse.sh [OUT_DIR] [EXTRAS]
+#   OUT_DIR  default container/.build/wheelhouse
+#   EXTRAS   the project's extras to include, comma-separated (default "serve": the slim image;
+#            the full image passes "serve,package,openvino")
 # Env:   PYTHON            host Python 3.11 with pip (default: python3); its minor version must
 #                          match the image's python3 (Debian bookworm: 3.11)
 #        TORCH_FIND_LINKS  where the CPU torch wheel lies (default /opt/wheels)
@@ -11,6 +14,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 OUT="${1:-$HERE/.build/wheelhouse}"
+EXTRAS="${2:-serve}"
 PYTHON="${PYTHON:-python3}"
 TORCH_FIND_LINKS="${TORCH_FIND_LINKS:-/opt/wheels}"
 
@@ -20,7 +24,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 # The CPU build only: "+cpu" is a local version label, so this pin can never resolve to the CUDA
-# wheel (which drags in ~3 GB of nvidia-* wheels).
+# wheel (which drags in ~3 GB of nvidia-* wheels). Harmless when no extra asks for torch.
 echo "torch==2.13.0+cpu" > "$WORK/cpu-torch.txt"
 
 extra=()
@@ -31,10 +35,10 @@ extra=()
 mkdir -p "$WORK/src"
 tar -C "$REPO" -c setup.py README.md constraints.txt code model_build 2>/dev/null | tar -C "$WORK/src" -x
 
-# Wheels for the project and its runtime closure (core requirements only: the image serves, it does
-# not index or publish). sdists among them are built into wheels here, so the image needs no compiler.
+# Wheels for the project and its run-time closure (core + EXTRAS). sdists among them are built
+# into wheels here, so the image needs no compiler.
 "$PYTHON" -m pip wheel --quiet --wheel-dir "$OUT" \
-    -c "$REPO/constraints.txt" -c "$WORK/cpu-torch.txt" "${extra[@]}" "$WORK/src" \
+    -c "$REPO/constraints.txt" -c "$WORK/cpu-torch.txt" "${extra[@]}" "$WORK/src[$EXTRAS]" \
     2> >(grep -v "^WARNING: Location 'file:" >&2)
 
 if ls "$OUT" | grep -Eiq '^(nvidia_|triton-)'; then
@@ -42,5 +46,10 @@ if ls "$OUT" | grep -Eiq '^(nvidia_|triton-)'; then
     ls "$OUT" | grep -Ei '^(nvidia_|triton-)' >&2
     exit 1
 fi
-ls "$OUT"/torch-2.13.0+cpu-*.whl >/dev/null
-echo "wheelhouse: $OUT ($(ls "$OUT" | wc -l) wheels, $(du -sh "$OUT" | cut -f1))"
+if [[ ",$EXTRAS," == *,package,* ]]; then
+    ls "$OUT"/torch-2.13.0+cpu-*.whl >/dev/null
+elif ls "$OUT" | grep -q '^torch-'; then
+    echo "error: torch in a wheelhouse without the package extra ($EXTRAS)" >&2
+    exit 1
+fi
+echo "wheelhouse [$EXTRAS]: $OUT ($(ls "$OUT" | wc -l) wheels, $(du -sh "$OUT" | cut -f1))"

@@ -4,30 +4,39 @@
 #      (a real local registry for the publish image step's push)
 #   2. dockerd (reused if /var/run/docker.sock already answers)
 #   3. the Debian base image, made locally (no registry reachable): make_base_image.sh
-#   4. the host wheelhouse + the image: build.sh --offline
+#   4. the host wheelhouse + the image: build.sh --offline --variant VARIANT
 #   5. pytest -m "container or local_mode" tests/container tests/local_mode
-# Usage: PYTHON=/path/to/venv/bin/python container/ci_setup.sh [--no-tests] [--cached]
+# Usage: PYTHON=/path/to/venv/bin/python container/ci_setup.sh [--no-tests] [--cached] [--variant slim|full]
 #   --no-tests  stop after building the image
+#   --variant   which image to build and test (default slim, the one SageMaker runs by default;
+#               full = torch + OpenVINO, tagged clip-search:full unless CLIP_SEARCH_IMAGE is set)
 #   --cached    reuse an existing base image and Docker's build cache (default: rebuild
 #               both, so CI proves the image builds from nothing)
 # Env: PYTHON (the project's venv interpreter, default python3), CLIP_SEARCH_IMAGE (tag, default
-#      clip-search:latest), DOCKER (default /usr/bin/docker).
+#      clip-search:latest for slim, clip-search:full for full), DOCKER (default /usr/bin/docker).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 export DOCKER="${DOCKER:-/usr/bin/docker}"
 export PYTHON="${PYTHON:-python3}"
-export CLIP_SEARCH_IMAGE="${CLIP_SEARCH_IMAGE:-clip-search:latest}"
 BASE_IMAGE=local/debian:bookworm
 RUN_TESTS=1
 CACHED=0
-for arg in "$@"; do
-    case "$arg" in
+VARIANT=slim
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --no-tests) RUN_TESTS=0 ;;
         --cached) CACHED=1 ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+        --variant) VARIANT="$2"; shift ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
+    shift
 done
+if [[ "$VARIANT" == full ]]; then
+    export CLIP_SEARCH_IMAGE="${CLIP_SEARCH_IMAGE:-clip-search:full}"
+else
+    export CLIP_SEARCH_IMAGE="${CLIP_SEARCH_IMAGE:-clip-search:latest}"
+fi
 
 step_start=0
 step() { step_start=$SECONDS; echo "=== [container ci] $*"; }
@@ -62,8 +71,8 @@ fi
 FORCE=$force "$HERE/make_base_image.sh" "$BASE_IMAGE"
 done_step
 
-step "build wheelhouse and image $CLIP_SEARCH_IMAGE"
-"$HERE/build.sh" --offline --base-image "$BASE_IMAGE" --tag "$CLIP_SEARCH_IMAGE" "${build_flags[@]}" \
+step "build wheelhouse and $VARIANT image $CLIP_SEARCH_IMAGE"
+"$HERE/build.sh" --offline --variant "$VARIANT" --base-image "$BASE_IMAGE" --tag "$CLIP_SEARCH_IMAGE" "${build_flags[@]}" \
     > /tmp/clip-search-image-build.log 2>&1 || { tail -40 /tmp/clip-search-image-build.log; exit 1; }
 tail -n1 /tmp/clip-search-image-build.log
 done_step

@@ -85,14 +85,19 @@ def publish(ctx, config_file, state_file, region):
               help="Runtime to export for when packaging (checked by the accuracy guard; see package-model).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Photos + titles for the accuracy guard (default: demo_data/ of this checkout).")
+@click.option("--keep-weights", is_flag=True,
+              help="Keep the fp32 safetensors in an artifact packaged for a torch-free runtime (default: left out).")
 @settings("bucket", "prefix")
-def artifact_command(model_path, arch, pretrained, random_weights, test_model, runtime, calibration, aws, state):
+def artifact_command(model_path, arch, pretrained, random_weights, test_model, runtime, calibration, keep_weights,
+                     aws, state):
     """Step 1: package the model and upload model.tar.gz to S3."""
     from model_build.artifact import upload_artifact
 
     options = {k: v for k, v in {"arch": arch, "pretrained": pretrained, "random_weights": random_weights,
                                  "test_model": test_model}.items() if v}
     options["runtime"] = runtime
+    if keep_weights:
+        options["keep_weights"] = True
     if runtime != "torch":
         options["runtime_options"] = {"calibration": calibration}
     uri = upload_artifact(aws, model_path, options, echo=click.echo)
@@ -104,13 +109,16 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
 
 
 @publish.command("image")
+@click.option("--variant", type=click.Choice(["slim", "full"]), default="slim", show_default=True,
+              help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
+                   "(its default tag ends in -full).")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
 @settings("repository", "image_tag", "local_image", "registry")
-def image_command(build_args, aws, state):
+def image_command(variant, build_args, aws, state):
     """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest."""
     from model_build.image import push_image
 
-    uri = push_image(aws, build_args=list(build_args), echo=click.echo)
+    uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
     state.record(image_uri=uri)
     click.echo(f"image_uri={uri}")
 

@@ -20,6 +20,11 @@ from model_build.errors import PublishError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "container" / "build.sh"
 Runner = Callable[..., str]
+# container/build.sh --variant: slim (default, torch-free: onnx / onnx-int8 artifacts) or full
+# (torch, open_clip, OpenVINO: every runtime). The full image's default tag ends in "-full", so
+# the two never overwrite each other in one repository.
+VARIANTS = ("slim", "full")
+DEFAULT_VARIANT = "slim"
 
 
 def docker_binary() -> str:
@@ -57,22 +62,30 @@ def registry_credentials(aws: Aws) -> tuple[str, str, str]:
     return username, password, host
 
 
-def build_image(tag: str, run: Runner = run_command, extra_args: list[str] | None = None, echo=print) -> str:
+def build_image(tag: str, run: Runner = run_command, extra_args: list[str] | None = None, echo=print,
+                variant: str = DEFAULT_VARIANT) -> str:
+    if variant not in VARIANTS:
+        raise PublishError(f"unknown image variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not BUILD_SCRIPT.is_file():
         raise PublishError(f"{BUILD_SCRIPT} not found: build the image yourself and pass --local-image")
-    echo(f"building {tag} with {BUILD_SCRIPT.relative_to(REPO_ROOT)}")
-    run(["bash", str(BUILD_SCRIPT), "--tag", tag, *(extra_args or [])])
+    echo(f"building {tag} ({variant}) with {BUILD_SCRIPT.relative_to(REPO_ROOT)}")
+    run(["bash", str(BUILD_SCRIPT), "--variant", variant, "--tag", tag, *(extra_args or [])])
     return tag
 
 
-def push_image(aws: Aws, run: Runner = run_command, build_args: list[str] | None = None, echo=print) -> str:
+def default_tag(version: str, variant: str) -> str:
+    return version if variant == DEFAULT_VARIANT else f"{version}-{variant}"
+
+
+def push_image(aws: Aws, run: Runner = run_command, build_args: list[str] | None = None, echo=print,
+               variant: str = DEFAULT_VARIANT) -> str:
     """Build (unless config.local_image is set), push, return REGISTRY/REPOSITORY@sha256:DIGEST."""
     config = aws.config
     from clip_search import __version__ as version  # the image tag defaults to the package version
 
-    tag = config.image_tag or version
+    tag = config.image_tag or default_tag(version, variant)
     docker = docker_binary()
-    local = config.local_image or build_image(f"{config.repository}:{tag}", run, build_args, echo)
+    local = config.local_image or build_image(f"{config.repository}:{tag}", run, build_args, echo, variant)
     repository_uri = ensure_repository(aws, config.repository, echo)
     username, password, host = registry_credentials(aws)
     if config.registry:  # a local or mirror registry stands in for ECR's host

@@ -4,8 +4,11 @@ Subcommands are imported only when they run, so `clip-search --help` and light c
 for importing torch, boto3 or opensearch-py.
 """
 import importlib
+import sys
 
 import click
+
+from clip_search.extras import MissingExtra
 
 # name -> ("module:attribute" of a click command, one-line help). Each stage owns its module.
 COMMANDS = {
@@ -23,6 +26,14 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def main(self, *args, **kwargs):
+        # A command whose optional extra is not installed: one line naming it, exit status 2.
+        try:
+            return super().main(*args, **kwargs)
+        except MissingExtra as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(2)
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 

@@ -12,8 +12,11 @@ from PIL import Image
 
 from clip_search import settings
 from clip_search.artifact import extract_artifact, read_config, verify_artifact
+from clip_search.extras import require
 from clip_search.images import decode_image
+from clip_search.preprocess import ImagePreprocess
 from clip_search.runtimes import load_runtime
+from clip_search.tokenizer import TOKENIZER_FILE, ClipTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +55,19 @@ class ClipEncoder:
         self.threads = resolve_threads(threads)
         self.runtime = runtime or load_runtime(self.model_dir, manifest, runtime_name, self.threads)
         config = read_config(self.model_dir)
-        from clip_search.packaging.open_clip_io import build_preprocess, build_tokenizer
+        self.torch_free = (self.model_dir / TOKENIZER_FILE).is_file()
+        if self.torch_free:
+            # Every artifact packaged since tokenizer.json exists: tokenizers + Pillow/numpy, no torch.
+            self.tokenizer = ClipTokenizer.from_model_dir(self.model_dir)
+            self.preprocess = ImagePreprocess(config.get("preprocess_cfg", {}))
+        else:
+            # An older artifact: open_clip's own tokenizer and transform (the `package` extra).
+            require("package", "torch", "open_clip",
+                    what=f"an artifact without {TOKENIZER_FILE} (packaged before clip-search had it)")
+            from clip_search.packaging.open_clip_io import build_preprocess, build_tokenizer
 
-        self.preprocess = build_preprocess(config.get("preprocess_cfg", {}))
-        self.tokenizer = build_tokenizer(self.model_dir)
+            self.preprocess = _tensor_to_numpy(build_preprocess(config.get("preprocess_cfg", {})))
+            self.tokenizer = _tensor_to_numpy(build_tokenizer(self.model_dir))
         self.image_size = _image_size(config["model_cfg"])
         # Draft decoding keeps at least image_size pixels on both sides, so the preprocessor still
         # only ever shrinks. ViT-B-32 embeddings stay within cosine 0.99998 of a full decode (the
@@ -88,7 +100,7 @@ class ClipEncoder:
     # --- text ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> np.ndarray:
         """Token ids, truncated to the model's context (77 for CLIP) by the tokenizer."""
-        tokens = self.tokenizer(list(texts)).numpy().astype(np.int64)
+        tokens = np.asarray(self.tokenizer(list(texts)), dtype=np.int64)
         if self.runtime.trims_text and len(tokens):
             # Pad only to the longest text in the batch: the end-of-text id is the largest id,
             # so its position is the argmax of each row.
@@ -111,7 +123,7 @@ class ClipEncoder:
         return self.encode_images([self.decode(data) for data in payloads])
 
     def preprocess_images(self, images: list[Image.Image]) -> np.ndarray:
-        return np.stack([self.preprocess(image).numpy() for image in images]).astype(np.float32)
+        return np.ascontiguousarray(np.stack([self.preprocess(image) for image in images]), dtype=np.float32)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return l2_normalise(self.runtime.image_features(pixels))
@@ -120,6 +132,11 @@ class ClipEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(self.preprocess_images(images))
+
+
+def _tensor_to_numpy(transform):
+    """open_clip's tokenizer / transform returning numpy arrays, like the torch-free ones."""
+    return lambda value: transform(value).numpy()
 
 
 def _image_size(model_cfg: dict) -> int:

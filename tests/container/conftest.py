@@ -1,7 +1,12 @@
-"""Fixtures for the container suite: the built image serving the packaged test model."""
+"""Fixtures for the container suite: the built image serving a packaged test model, run the way
+SageMaker Serverless runs it (arbitrary uid, read-only root, only /tmp writable).
+
+The slim image (the default, container/build.sh --variant slim) serves torch-free artifacts, so it
+gets the test model packaged for onnx-int8; the full image gets the torch test model.
+"""
 import pytest
 
-from tests.container.docker_helpers import ServingContainer, problem
+from tests.container.docker_helpers import ServingContainer, image_variant, problem
 
 
 @pytest.fixture(scope="session")
@@ -12,9 +17,41 @@ def docker_ready():
 
 
 @pytest.fixture(scope="session")
-def serving_container(docker_ready, test_model_dir):
+def variant(docker_ready) -> str:
+    return image_variant()
+
+
+@pytest.fixture(scope="session")
+def onnx_test_model_tar(tmp_path_factory):
+    """The tiny test model exported for onnx-int8 (no safetensors: what the slim image serves)."""
+    from clip_search.packaging.build import package_model
+
+    return package_model(tmp_path_factory.mktemp("onnx-model") / "model.tar.gz", test_model=True,
+                         runtime="onnx-int8")
+
+
+@pytest.fixture(scope="session")
+def onnx_test_model_dir(onnx_test_model_tar):
+    from clip_search.artifact import extract_artifact
+
+    return extract_artifact(onnx_test_model_tar)
+
+
+@pytest.fixture(scope="session")
+def serving_model_tar(variant, request):
+    """The model.tar.gz the image under test serves: onnx-int8 for slim, torch for full."""
+    return request.getfixturevalue("onnx_test_model_tar" if variant == "slim" else "test_model_tar")
+
+
+@pytest.fixture(scope="session")
+def serving_model_dir(variant, request):
+    return request.getfixturevalue("onnx_test_model_dir" if variant == "slim" else "test_model_dir")
+
+
+@pytest.fixture(scope="session")
+def serving_container(docker_ready, serving_model_dir):
     """The image serving the test model as SageMaker runs it; ready = a real embedding answered."""
-    container = ServingContainer(test_model_dir).start()
+    container = ServingContainer(serving_model_dir).start()
     try:
         container.cold_start_s = container.wait_ready()
         yield container

@@ -55,6 +55,17 @@ def image_size_bytes(image: str = IMAGE) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
 
 
+def image_variant(image: str = IMAGE) -> str:
+    """`slim` or `full` (container/build.sh --variant), from the image's label."""
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image).stdout) or {}
+    return labels.get("com.clip-search.variant", "full")
+
+
+# How SageMaker Serverless runs a container: an arbitrary non-root uid, a read-only root file
+# system, only /tmp writable. Every test container runs this way unless a test says otherwise.
+SERVERLESS_ARGS = ("--user", "12345:12345", "--read-only", "--tmpfs", "/tmp:rw,exec,size=512m")
+
+
 @dataclass
 class ServingContainer:
     """One `docker run -d IMAGE serve` with a model directory mounted at /opt/ml/model."""
@@ -62,21 +73,50 @@ class ServingContainer:
     model_dir: Path
     env: dict = field(default_factory=dict)
     image: str = IMAGE
+    # Extra `docker run` options (before the image); the Serverless ones by default.
+    run_args: tuple = SERVERLESS_ARGS
+    # None: a user-defined bridge network with 8080 published on loopback; "none": no network at
+    # all (the server is reached with `docker exec` from inside the container).
+    network: str | None = None
     name: str = field(default_factory=lambda: f"clip-search-test-{uuid.uuid4().hex[:10]}")
     started_at: float = 0.0
     url: str = ""
 
     def start(self) -> "ServingContainer":
-        ensure_network()
-        args = ["run", "-d", "--name", self.name, "--network", NETWORK,
-                "-p", "127.0.0.1::8080", "-v", f"{Path(self.model_dir).resolve()}:/opt/ml/model:ro"]
+        # SageMaker's /opt/ml/model is readable by the container's user, whatever its uid; pytest's
+        # temp dirs are 0700 (root only).
+        for path in [Path(self.model_dir), *Path(self.model_dir).rglob("*")]:
+            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
+        args = ["run", "-d", "--name", self.name, *self.run_args,
+                "-v", f"{Path(self.model_dir).resolve()}:/opt/ml/model:ro"]
+        if self.network is None:
+            args += ["--network", ensure_network(), "-p", "127.0.0.1::8080"]
+        else:
+            args += ["--network", self.network]
         for key, value in self.env.items():
             args += ["-e", f"{key}={value}"]
         self.started_at = time.monotonic()
         docker(*args, self.image, "serve")
-        mapping = docker("port", self.name, "8080/tcp").stdout.split()[0]  # 127.0.0.1:NNNNN
-        self.url = f"http://{mapping}"
+        if self.network is None:
+            mapping = docker("port", self.name, "8080/tcp").stdout.split()[0]  # 127.0.0.1:NNNNN
+            self.url = f"http://{mapping}"
         return self
+
+    def exec_invocation(self, body: bytes, content_type: str, timeout: float = 30) -> tuple[int, bytes]:
+        """POST /invocations from inside the container (loopback; works with --network none)."""
+        script = ("import sys, urllib.request, urllib.error\n"
+                  "request = urllib.request.Request('http://127.0.0.1:8080/invocations', data=sys.stdin.buffer.read(),"
+                  f" headers={{'Content-Type': {content_type!r}}})\n"
+                  "try:\n    answer = urllib.request.urlopen(request, timeout=20)\n"
+                  "except urllib.error.HTTPError as error:\n    answer = error\n"
+                  "except OSError as error:\n    print(0); print(error); sys.exit(0)\n"
+                  "print(answer.status); sys.stdout.flush(); sys.stdout.buffer.write(answer.read())\n")
+        done = subprocess.run([DOCKER, "exec", "-i", self.name, "python", "-c", script], input=body,
+                              capture_output=True, timeout=timeout)
+        if done.returncode != 0:
+            return 0, done.stderr
+        status, _, answer = done.stdout.partition(b"\n")
+        return int(status), answer
 
     def state(self) -> dict:
         return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
@@ -94,13 +134,18 @@ class ServingContainer:
         before the model loads)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                answer = requests.post(f"{self.url}/invocations", data=b"ready?",
-                                       headers={"Content-Type": "text/plain"}, timeout=10)
-                if answer.status_code == 200 and answer.json()["embeddings"]:
+            if self.network is None:
+                try:
+                    answer = requests.post(f"{self.url}/invocations", data=b"ready?",
+                                           headers={"Content-Type": "text/plain"}, timeout=10)
+                    if answer.status_code == 200 and answer.json()["embeddings"]:
+                        return time.monotonic() - self.started_at
+                except requests.RequestException:
+                    pass
+            else:
+                status, body = self.exec_invocation(b"ready?", "text/plain")
+                if status == 200 and json.loads(body)["embeddings"]:
                     return time.monotonic() - self.started_at
-            except requests.RequestException:
-                pass
             if not self.state()["Running"]:
                 raise RuntimeError(f"container {self.name} exited:\n{self.logs()[-4000:]}")
             time.sleep(0.2)

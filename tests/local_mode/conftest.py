@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.container.conftest import (  # noqa: F401 - fixtures: the model the image variant serves
+    docker_ready, onnx_test_model_tar, serving_model_tar, variant)
 from tests.container.docker_helpers import DOCKER, IMAGE, docker, problem
 
 TELEMETRY_OFF = """SchemaVersion: '1.0'
@@ -75,13 +77,14 @@ def local_session(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def local_model(local_session, test_model_tar, tmp_path_factory):
-    """A sagemaker.model.Model for the built image with the packaged test model as file://."""
+def local_model(local_session, serving_model_tar, tmp_path_factory):
+    """A sagemaker.model.Model for the built image with the packaged test model as file://
+    (onnx-int8 for the slim image, torch for the full one)."""
     from sagemaker.model import Model
 
     # Local mode extracts the tar beside itself and mounts that folder: give it a private copy.
     folder = tmp_path_factory.mktemp("model-data")
-    model_tar = shutil.copy(test_model_tar, folder / "model.tar.gz")
+    model_tar = shutil.copy(serving_model_tar, folder / "model.tar.gz")
     return Model(image_uri=IMAGE, model_data=f"file://{model_tar}",
                  role="arn:aws:iam::123456789012:role/SageMakerRole",
                  sagemaker_session=local_session, name="clip-search-local-test")

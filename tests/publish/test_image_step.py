@@ -49,7 +49,7 @@ def test_builds_creates_repository_logs_in_tags_pushes_and_pins_the_digest(aws, 
     user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
     host = token["proxyEndpoint"].split("://")[1]
     assert runner.calls == [
-        (["bash", str(BUILD_SCRIPT), "--tag", "clip-search:1.2.3", "--offline"], None),
+        (["bash", str(BUILD_SCRIPT), "--variant", "slim", "--tag", "clip-search:1.2.3", "--offline"], None),
         ([DOCKER, "login", "--username", user, "--password-stdin", host], password),  # never in argv
         ([DOCKER, "tag", "clip-search:1.2.3", f"{remote}:1.2.3"], None),
         ([DOCKER, "push", f"{remote}:1.2.3"], None),
@@ -64,6 +64,30 @@ def test_builds_creates_repository_logs_in_tags_pushes_and_pins_the_digest(aws, 
     assert f"ECR repository exists: {remote}" in messages
     assert len(aws["ecr"].describe_repositories()["repositories"]) == 1
     assert not any(call[0][0] == "bash" for call in runner.calls)  # --local-image: no build
+
+
+def test_full_variant_builds_with_build_sh_variant_full_under_its_own_tag(aws, monkeypatch):
+    from clip_search import __version__
+
+    monkeypatch.setenv("DOCKER", DOCKER)
+    runner = RecordingRunner()
+    uri = push_image(Aws(load_config({})), run=runner, echo=lambda _: None, variant="full")
+    build, *_ = runner.calls
+    # The full image (torch + OpenVINO) never overwrites the slim default tag.
+    assert build == (["bash", str(BUILD_SCRIPT), "--variant", "full", "--tag", f"clip-search:{__version__}-full"], None)
+    pushed = [call[0] for call in runner.calls if call[0][1] == "push"]
+    assert pushed[0][2].endswith(f"/clip-search:{__version__}-full")
+    assert uri.endswith(f"@{runner.digest}")
+
+    runner = RecordingRunner()
+    push_image(Aws(load_config({})), run=runner, echo=lambda _: None)
+    assert runner.calls[0][0][3:6] == ["slim", "--tag", f"clip-search:{__version__}"]
+
+
+def test_cli_variant_choices_default_slim_and_unknown_names_refused(aws, publish_cli):
+    assert "[default: slim]" in publish_cli("image", "--help")
+    out = publish_cli("image", "--variant", "bogus", expect=2)
+    assert "Invalid value for '--variant'" in out and "'slim', 'full'" in out
 
 
 @pytest.fixture(scope="module")

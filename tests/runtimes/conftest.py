@@ -17,13 +17,15 @@ def onnx_model_dir(tmp_path_factory, calibration_dir):
     from clip_search.packaging.build import package_model
 
     path = tmp_path_factory.mktemp("onnx") / "model.tar.gz"
-    package_model(path, test_model=True, runtime="onnx", runtime_options={"calibration": calibration_dir})
+    # --keep-weights: the fallback-to-torch tests need the fp32 weights beside the graphs.
+    package_model(path, test_model=True, runtime="onnx", runtime_options={"calibration": calibration_dir},
+                  keep_weights=True)
     return extract_artifact(path)
 
 
 @pytest.fixture(scope="session")
 def openvino_model_dir(tmp_path_factory, calibration_dir):
-    """Packaged through the CLI, with the issue's spelling `--runtime openvino`."""
+    """Packaged through the CLI, with the issue's spelling `--runtime openvino`: slim (no weights)."""
     from clip_search.packaging.cli import package_model_command
 
     path = tmp_path_factory.mktemp("openvino") / "model.tar.gz"

@@ -45,7 +45,7 @@ def test_an_image_batch_equals_the_images_one_by_one(test_encoder, images):
 def test_text_padded_to_the_longest_text_equals_the_full_context(test_encoder):
     trimmed = test_encoder.encode_texts(TEXTS[:2])
     assert test_encoder.tokenize(TEXTS[:2]).shape[1] < 77
-    full_tokens = test_encoder.tokenizer(TEXTS[:2])
+    full_tokens = torch.from_numpy(test_encoder.tokenizer(TEXTS[:2]))
     assert full_tokens.shape[1] == 77
     with torch.inference_mode():
         full = test_encoder.runtime.model.encode_text(full_tokens, normalize=True).numpy()

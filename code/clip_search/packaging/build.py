@@ -14,7 +14,8 @@ from clip_search import __version__
 from clip_search.artifact import CONFIG_FILE, FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE
 from clip_search.errors import ModelDownloadError
 from clip_search.files import sha256_file
-from clip_search.packaging.manifest import write_manifest
+from clip_search.packaging.manifest import add_file_to_manifest, write_manifest
+from clip_search.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +129,16 @@ def package_model(
     random_weights: bool = False,
     runtime: str = "torch",
     runtime_options: dict | None = None,
+    keep_weights: bool = False,
 ) -> Path:
     """Build `model.tar.gz` at `output`. Test model: tiny, random, ~7 MB, no network needed.
 
     random_weights: the full-size architecture with seeded random weights (benchmarks offline).
     Otherwise the pretrained weights are downloaded through open_clip (needs internet).
     runtime: "torch" (no export), one runtime, or "auto": the fastest the accuracy guard accepts.
+    keep_weights: an artifact for a torch-free runtime holds only what that runtime serves (graphs,
+    tokenizer.json, config, manifest); with keep_weights it also keeps the fp32 safetensors and
+    code/ (so the torch runtime, e.g. a stock SageMaker PyTorch image, can serve it too).
     """
     if test_model:
         arch, pretrained, random_weights = TEST_ARCH, RANDOM_TAG, True
@@ -149,12 +154,25 @@ def package_model(
         staging = Path(staging)
         manifest = write_model_dir(staging, model, model_cfg, preprocess_cfg, manifest)
         del model
+        from clip_search.packaging.tokenizer_export import export_tokenizer
+
+        # Proven equal to open_clip's ids here, or TokenizerMismatchError and no artifact.
+        if export_tokenizer(staging) is not None:
+            add_file_to_manifest(staging, manifest, TOKENIZER_FILE)
+            write_manifest(staging, manifest)
         if runtime != "torch":
             from clip_search.packaging.export import export_runtime
 
             manifest = export_runtime(staging, manifest, runtime, **(runtime_options or {}))
-            write_manifest(staging, manifest)
-        write_code_dir(staging)
+        slim = manifest["runtime"] != "torch" and not keep_weights
+        if slim:
+            # The guard has compared the export with these weights; serving the export needs none of them.
+            (staging / WEIGHTS_FILE).unlink()
+            manifest["files"].pop(WEIGHTS_FILE)
+        manifest["weights_included"] = not slim  # weights_sha256 stays: which weights were exported
+        write_manifest(staging, manifest)
+        if not slim:
+            write_code_dir(staging)  # code/ is for stock PyTorch images, which serve the torch runtime
         write_tar(staging, output)
     return output
 

@@ -28,14 +28,19 @@ RUNTIME_CHOICES = PACKAGING_CHOICES
 @click.option("--openvino-precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto",
               show_default=True, help="OpenVINO INFERENCE_PRECISION_HINT recorded in the manifest "
                                       "(auto: bf16 on CPUs with bf16, f32 elsewhere).")
+@click.option("--keep-weights", is_flag=True,
+              help="Keep the fp32 safetensors (and code/ for stock PyTorch images) in an artifact packaged for "
+                   "a torch-free runtime, so the torch runtime can serve it too (default: left out, a smaller "
+                   "artifact).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.tar.gz"), show_default=True)
 def package_model_command(arch, pretrained, test_model, random_weights, runtime, calibration,
-                          openvino_precision, output):
+                          openvino_precision, keep_weights, output):
     """Package an open_clip model as a SageMaker model artifact (model.tar.gz)."""
     options = {"calibration": calibration, "precision": openvino_precision}  # precision: OpenVINO only
     try:
         path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights,
-                             runtime=runtime, runtime_options=options if runtime != "torch" else None)
+                             runtime=runtime, runtime_options=options if runtime != "torch" else None,
+                             keep_weights=keep_weights)
     except ModelDownloadError as error:
         click.echo(f"error: {error}", err=True)
         click.echo("hint: on a machine without internet, use --test-model or --random-weights", err=True)
