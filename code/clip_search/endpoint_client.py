@@ -17,12 +17,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from clip_search.errors import ClipSearchError
+
 JSONLINES = "application/jsonlines"
 JSON = "application/json"
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
 
 
-class EndpointError(RuntimeError):
+class EndpointError(ClipSearchError, RuntimeError):
     """The endpoint could not be reached, refused the request, or failed a record."""
 
 

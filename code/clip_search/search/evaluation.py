@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clip_search.errors import ClipSearchError
 from clip_search.search.catalogue import load_image_bytes
 from clip_search.search.errors import CatalogueError
 
@@ -51,7 +52,12 @@ def read_queries(path) -> list[Query]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise CatalogueError(f"{path}:{number}: not a JSON object: {error}") from None
+            if not isinstance(row, dict):
+                raise CatalogueError(f"{path}:{number}: not a JSON object")
             relevant = row.get("relevant")
             if not relevant:
                 raise CatalogueError(f"{path}:{number}: query without `relevant` product ids")
@@ -79,11 +85,23 @@ def evaluate(client, queries: list[Query], progress: bool = True, batch_size: in
                 if kind == "text":
                     ranked = client.search_texts([query.value for query in chunk], k=max(KS))
                 else:
-                    ranked = client.search_images([_image_bytes(query.value) for query in chunk], k=max(KS))
+                    ranked = _search_images(client, chunk)
                 for query, hits in zip(chunk, ranked):
                     results[kind].add([hit.id for hit in hits], query.relevant)
                 bar.update(len(chunk))
     return {kind: recall for kind, recall in results.items() if recall.queries}
+
+
+def _search_images(client, chunk: list[Query]) -> list:
+    try:
+        return client.search_images([_image_bytes(query.value) for query in chunk], k=max(KS))
+    except ClipSearchError:  # a photo that does not decode: find it and name it
+        for query in chunk:
+            try:
+                client.search_images([_image_bytes(query.value)], k=1)
+            except ClipSearchError as error:
+                raise CatalogueError(f"{query.label}: query image: {getattr(error, 'message', error)}") from error
+        raise
 
 
 def _image_bytes(value) -> bytes:
