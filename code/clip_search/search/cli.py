@@ -42,11 +42,9 @@ def _client(index: str, model: str | None, endpoint: str | None, need_encoder: b
 
 
 def _run(function):
-    """Search errors are the user's to fix: one clear line, exit status 1, no traceback."""
-    try:
-        return function()
-    except SearchError as error:
-        raise click.ClickException(str(error)) from None
+    """Search errors are the user's to fix: the top-level group (clip_search.cli) prints them as one
+    `Error:` line with exit status 1 (the traceback too with --debug)."""
+    return function()
 
 
 @click.command()
