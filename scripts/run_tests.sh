@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test tiers in order, fastest first, and stops at the first failing tier.
 #   unit       in-process tests: handler contract, artifact, encoder, runtimes, search, publishing
+#   fuzz       Hypothesis: random input at the decoder, the real server and the catalogue readers
 #   server     the real multi-model-server natively (Java + Python workers)
 #   container  Docker image build + the same HTTP suite against it + SageMaker local mode
 # With no argument, all tiers run. Services the tiers need are started here, not by hand.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
-tiers=("${@:-unit server container}")
+tiers=("${@:-unit fuzz server container}")
 read -r -a tiers <<< "${tiers[*]}"
 
 run_tier() {
@@ -21,13 +22,14 @@ run_tier() {
 
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit) run_tier unit -m "not server and not container and not local_mode and not live" ;;
+    unit) run_tier unit -m "not server and not container and not local_mode and not live and not fuzz" ;;
+    fuzz) run_tier fuzz -m "fuzz" ;;
     server) run_tier server -m "server" ;;
     container)
       # Docker engine, a locally made base image, the image itself (container/ci_setup.sh), then
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
       PYTHON="$VENV/bin/python" bash container/ci_setup.sh --no-tests
       run_tier container -m "container or local_mode" ;;
-    *) echo "unknown tier: $tier (unit, server, container)" >&2; exit 2 ;;
+    *) echo "unknown tier: $tier (unit, fuzz, server, container)" >&2; exit 2 ;;
   esac
 done

@@ -9,6 +9,7 @@ import csv
 import glob
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -39,18 +40,29 @@ class _DecodedLines:
 
     def __iter__(self):
         decoder = codecs.getincrementaldecoder(self.encoding)()
-        offset = 0
-        for number, line in enumerate(self.raw, 1):
+        offset, number, pending = 0, 0, ""
+        while True:
             try:
-                yield decoder.decode(line)
-            except UnicodeDecodeError as error:
+                line = self.raw.readline()
+            except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt .gz
+                raise CatalogueError(f"{self.path}:{number + 1}: cannot read: {error}") from None
+            number += 1
+            try:
+                pending += decoder.decode(line, final=not line)
+            except UnicodeError as error:  # UnicodeDecodeError, or UTF-16 without its BOM
+                start = getattr(error, "start", 0)
+                position = min(start, max(len(line) - 1, 0))
+                shown = f" (byte 0x{line[position]:02x})" if line else ""
                 raise CatalogueError(
-                    f"{self.path}:{number}: byte offset {offset + error.start}: not valid {self.encoding} "
-                    f"(byte 0x{line[error.start]:02x}); give the file's encoding with --encoding, e.g. "
-                    "--encoding latin-1"
+                    f"{self.path}:{number}: byte offset {offset + start}: not valid {self.encoding}"
+                    f"{shown}; give the file's encoding with --encoding, e.g. --encoding latin-1"
                 ) from None
-            except (OSError, EOFError) as error:  # a truncated or corrupt .gz
-                raise CatalogueError(f"{self.path}:{number}: cannot read: {error}") from None
+            # Whole lines only (a UTF-16 line break is two bytes, split by readline).
+            lines = pending.splitlines(keepends=True)
+            pending = lines.pop() if lines and line and not lines[-1].endswith(("\n", "\r")) else ""
+            yield from lines
+            if not line:
+                return
             offset += len(line)
 
 
