@@ -56,6 +56,8 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
         click.echo("hint: no artifact was written; --runtime torch packages the reference path without a guard",
                    err=True)
         sys.exit(3)
+    finally:
+        logging.getLogger("clip_search.encoder").removeFilter(_not_the_test_model_warning)
     manifest = read_packed_manifest(path)
     size_mb = path.stat().st_size / 1e6
     click.echo(f"wrote {path} ({size_mb:.1f} MB): {manifest['model_id']}, dim {manifest['embed_dim']}, "
