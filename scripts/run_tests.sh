@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test tiers in order, fastest first, and stops at the first failing tier.
 #   unit       in-process tests: handler contract, artifact, encoder, runtimes, search, publishing
+#   fuzz       Hypothesis: random input at the decoder, the real server and the catalogue readers
 #   server     the real multi-model-server natively (Java + Python workers)
 #   browser    the search page in headless Chromium (Debian's chromium + chromium-driver, Selenium)
 #   container  Docker image build + the same HTTP suite against it + SageMaker local mode
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
-tiers=("${@:-unit server browser container}")
+tiers=("${@:-unit fuzz server browser container}")
 read -r -a tiers <<< "${tiers[*]}"
 
 run_tier() {
@@ -22,7 +23,8 @@ run_tier() {
 
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit) run_tier unit -m "not server and not browser and not container and not local_mode and not live" ;;
+    unit) run_tier unit -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
+    fuzz) run_tier fuzz -m "fuzz" ;;
     server) run_tier server -m "server" ;;
     browser)
       # Debian's chromium + chromium-driver (apt, when missing) and selenium; no browser download.
@@ -33,6 +35,6 @@ for tier in "${tiers[@]}"; do
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
       PYTHON="$VENV/bin/python" bash container/ci_setup.sh --no-tests
       run_tier container -m "container or local_mode" ;;
-    *) echo "unknown tier: $tier (unit, server, browser, container)" >&2; exit 2 ;;
+    *) echo "unknown tier: $tier (unit, fuzz, server, browser, container)" >&2; exit 2 ;;
   esac
 done

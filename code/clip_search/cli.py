@@ -2,13 +2,22 @@
 
 Subcommands are imported only when they run, so `clip-search --help` and light commands do not pay
 for importing torch, boto3 or opensearch-py.
+
+Every failure is one `Error: ...` line on stderr, mapped here once for every command: exit status 1
+for bad input (ClipSearchError and its subclasses, a bad setting, a file that cannot be read), 2 for
+usage and a missing extra. `--debug` or CLIP_SEARCH_DEBUG=1 also prints the traceback.
 """
 import importlib
 import sys
+import traceback
 
 import click
 
+from clip_search import settings
+from clip_search.errors import ClipSearchError
 from clip_search.extras import MissingExtra
+
+BAD_INPUT, USAGE = 1, 2
 
 # name -> ("module:attribute" of a click command, one-line help). Each stage owns its module.
 COMMANDS = {
@@ -43,15 +52,55 @@ class LazyGroup(click.Group):
         module_name, attribute = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except MissingExtra as error:
+            fail(ctx, error, USAGE)
+        except (ClipSearchError, settings.SettingsError) as error:
+            fail(ctx, error, BAD_INPUT)
+        except OSError as error:  # a file that cannot be read or written: name it
+            fail(ctx, error, BAD_INPUT, _os_message(error))
+        except Exception as error:  # noqa: BLE001 - a bug, still one line (--debug shows where)
+            fail(ctx, error, BAD_INPUT, f"{type(error).__name__}: {error} (run with --debug for the traceback)")
+
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
+def _os_message(error: OSError) -> str:
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
+def _debug(ctx) -> bool:
+    if ctx.params.get("debug"):
+        return True
+    try:
+        return settings.current().debug
+    except settings.SettingsError:
+        return False
+
+
+def fail(ctx, error: BaseException, status: int, message: str | None = None):
+    """Print `error` as one `Error: ...` line (after its traceback with --debug) and exit `status`."""
+    if _debug(ctx):
+        traceback.print_exception(error, file=sys.stderr)
+    text = " ".join((message or str(error) or type(error).__name__).split())
+    click.echo(f"Error: {text}", err=True)
+    ctx.exit(status)
+
+
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="clip-search")
-def main():
+@click.option("--debug", is_flag=True, help="Show the Python traceback behind an Error: line [env CLIP_SEARCH_DEBUG].")
+def main(debug):
     """Unified text + image product search with CLIP."""
 
 

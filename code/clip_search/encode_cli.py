@@ -1,10 +1,20 @@
 """`clip-search encode`: texts or images to embeddings, in process or through an endpoint."""
+import base64
 import sys
 from pathlib import Path
 
 import click
 import numpy as np
 import orjson
+
+from clip_search.errors import ClipSearchError, RequestError
+
+
+def _decode(encoder, path: Path):
+    try:
+        return encoder.decode(path.read_bytes())
+    except RequestError as error:
+        raise ClipSearchError(f"{path}: {error.message}") from error
 
 
 @click.command("encode")
@@ -28,7 +38,12 @@ def encode(texts, images, model_path, endpoint):
         if texts:
             parts.append(client.encode_texts(list(texts)))
         if images:
-            parts.append(client.encode_images([path.read_bytes() for path in images]))
+            rows = client.encode_records("image", [base64.b64encode(path.read_bytes()).decode("ascii")
+                                                   for path in images])
+            for path, row in zip(images, rows):
+                if isinstance(row, str):
+                    raise ClipSearchError(f"{path}: the endpoint refused the image: {row}")
+            parts.append(np.stack(rows))
         model_id = getattr(client, "model_id", None) or endpoint
     else:
         from clip_search.encoder import ClipEncoder
@@ -38,7 +53,7 @@ def encode(texts, images, model_path, endpoint):
         if texts:
             parts.append(encoder.encode_texts(list(texts)))
         if images:
-            parts.append(encoder.encode_image_bytes([path.read_bytes() for path in images]))
+            parts.append(encoder.encode_images([_decode(encoder, path) for path in images]))
         model_id = encoder.model_id
     vectors = np.concatenate(parts).astype(np.float32)
     answer = {"embeddings": vectors, "dim": int(vectors.shape[1]), "model": model_id}

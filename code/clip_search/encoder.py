@@ -117,7 +117,7 @@ class ClipEncoder:
     def decode(self, data: bytes) -> Image.Image:
         """Image bytes -> upright RGB, the one decode every path from bytes uses (server, CLI,
         search client), so they all give the same embedding. Raises a 400/413 RequestError."""
-        return decode_image(data, draft_size=self.draft_size)
+        return decode_image(data, draft_size=self.draft_size, target_size=self.image_size)
 
     def encode_image_bytes(self, payloads: list[bytes]) -> np.ndarray:
         return self.encode_images([self.decode(data) for data in payloads])

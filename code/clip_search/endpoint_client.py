@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from clip_search.errors import ClipSearchError
 from clip_search.serving.content_types import JSON, JSONLINES
 
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
@@ -43,7 +44,7 @@ def embedding_lines(data: bytes | str, where: str = "answer") -> Iterator[tuple[
             yield str(record["id"]), str(record.get("error", "no embedding in the answer"))
 
 
-class EndpointError(RuntimeError):
+class EndpointError(ClipSearchError, RuntimeError):
     """The endpoint could not be reached, refused the request, or failed a record."""
 
 

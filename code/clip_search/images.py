@@ -5,6 +5,7 @@ pipelines, 16-bit greyscale, phone photos whose pixels are stored sideways with 
 All of them become upright RGB here, so the model sees what a person sees.
 """
 import io
+import re
 import warnings
 
 import numpy as np
@@ -14,6 +15,8 @@ from clip_search import settings
 from clip_search.errors import BadRequest, PayloadTooLarge
 
 MAX_PIXELS_ENV = "CLIP_SEARCH_MAX_IMAGE_PIXELS"
+MAX_ASPECT_ENV = "CLIP_SEARCH_MAX_ASPECT_RATIO"
+MAX_RESIZED_ENV = "CLIP_SEARCH_MAX_RESIZED_PIXELS"
 
 # Transparent product cut-outs are shown on white in every shop; black would change the embedding.
 BACKGROUND = (255, 255, 255)
@@ -23,11 +26,48 @@ def max_pixels() -> int:
     return settings.current().max_image_pixels
 
 
-def decode_image(data: bytes, limit: int | None = None, draft_size: int | None = None) -> Image.Image:
+def check_size(width: int, height: int, limit: int | None = None, target_size: int | None = None) -> None:
+    """Refuse, from the header alone, an image whose decoding or resizing would be unbounded work.
+
+    Three bounds, each with its own message and variable: the source pixels (413), the aspect ratio
+    (400: preprocessing scales the short side up to the model input, so a 20000x1 strip would become
+    224 x 4,480,000 pixels) and, when the model input `target_size` is known, the pixels after that
+    resize (413; a backstop for a raised aspect limit or a large model input).
+    """
+    limit = limit or max_pixels()
+    current = settings.current()
+    if width * height > limit:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limit} pixels ({MAX_PIXELS_ENV})"
+        )
+    short, long = min(width, height), max(width, height)
+    if short < 1:
+        raise BadRequest(f"image is {width}x{height}: it has no pixels")
+    if long / short > current.max_aspect_ratio:
+        raise BadRequest(
+            f"image is {width}x{height}, an aspect ratio of {long / short:.0f}:1, over the limit of "
+            f"{current.max_aspect_ratio:g}:1 ({MAX_ASPECT_ENV})"
+        )
+    if target_size:
+        resized = target_size * max(target_size, round(long * target_size / short))
+        if resized > current.max_resized_pixels:
+            raise PayloadTooLarge(
+                f"image is {width}x{height}: scaled to the model input of {target_size} px it would be "
+                f"{resized} pixels, over the limit of {current.max_resized_pixels} pixels ({MAX_RESIZED_ENV})"
+            )
+
+
+_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+
+
+def decode_image(data: bytes, limit: int | None = None, draft_size: int | None = None,
+                 target_size: int | None = None) -> Image.Image:
     """Decode `data` into an upright RGB image, or raise a 400/413 error that says why.
 
     `draft_size`: for JPEGs, let libjpeg decode at a reduced scale (a power of two) no smaller than
     this, which is much cheaper than decoding full size and resizing afterwards.
+    `target_size`: the model's input size, for the bound on the pixels after resizing (check_size).
     """
     if not data:
         raise BadRequest("empty image: the request carried no image bytes")
@@ -38,29 +78,35 @@ def decode_image(data: bytes, limit: int | None = None, draft_size: int | None =
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > limit:
-                raise PayloadTooLarge(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                    f"{limit} pixels ({MAX_PIXELS_ENV})"
-                )
+            check_size(width, height, limit, target_size or draft_size)
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-    except PayloadTooLarge:
+    except (PayloadTooLarge, BadRequest):
         raise
     except Image.DecompressionBombError as error:
-        raise PayloadTooLarge(f"image rejected as a decompression bomb: {error}") from error
+        # Pillow's own guard (2x Image.MAX_IMAGE_PIXELS) fired before ours could: same message as ours.
+        found = _BOMB_SIZE.search(str(error))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise PayloadTooLarge(
+            f"image is {size}, over the limit of {min(limit, pillow_limit) if pillow_limit else limit} "
+            f"pixels ({MAX_PIXELS_ENV})"
+        ) from None
     except UnidentifiedImageError as error:
         raise BadRequest("not a decodable image: the bytes are not in a format PIL can read") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise BadRequest(f"corrupt or truncated image: {error}") from error
+    except Exception as error:  # noqa: BLE001 - a decoder bug on hostile bytes is still bad input
+        raise BadRequest(f"corrupt image: {type(error).__name__}: {error}") from error
     return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Upright RGB: apply EXIF orientation, flatten transparency onto white, map any mode to RGB."""
     try:
-        image = ImageOps.exif_transpose(image)
+        # in place: without it Pillow returns a full copy even of an upright image (2x the memory).
+        ImageOps.exif_transpose(image, in_place=True)
     except (OSError, ValueError, SyntaxError):
         pass  # a broken EXIF block must not lose an otherwise good photo
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

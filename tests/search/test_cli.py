@@ -80,7 +80,7 @@ def test_eval_prints_recall_table(built_index, tmp_path):
 
 def test_usage_errors_are_clear(tmp_path):
     result = CliRunner().invoke(main, ["search", "--index", str(tmp_path / "nothing"), "apple"])
-    assert result.exit_code != 0 and "no encoder recorded" in result.output
+    assert result.exit_code == 1 and "no index at" in result.output and "no encoder recorded" not in result.output
     result = CliRunner().invoke(main, ["index", "--catalogue", str(CATALOGUE), "--index", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--model or --endpoint" in result.output
 

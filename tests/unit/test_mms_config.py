@@ -19,7 +19,7 @@ def test_defaults(monkeypatch):
     assert config["default_service_handler"] == "clip_search.serving.handler_service"
     assert config["inference_address"] == "http://0.0.0.0:8080"
     assert config["default_workers_per_model"] == "1"
-    assert config["max_request_size"] == str(6 * 1024 * 1024)
+    assert config["max_request_size"] == str(2 * 6 * 1024 * 1024)  # the handler refuses above 6 MiB
     assert int(config["max_response_size"]) >= 32 * 1024 * 1024
     assert "-Xmx1g" in config["vmargs"]
     assert config["default_response_timeout"] == "60"
@@ -32,7 +32,7 @@ def test_sagemaker_variables_are_honoured(monkeypatch):
     monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_VMARGS", "-Xmx2g")
     config = parse(mms.properties("http://127.0.0.1:1", "http://127.0.0.1:2"))
     assert config["default_workers_per_model"] == "2"
-    assert config["max_request_size"] == str(100 * 1024 * 1024)
+    assert config["max_request_size"] == str(2 * 100 * 1024 * 1024)
     assert config["max_response_size"] == str(100 * 1024 * 1024)  # answers may be as large
     assert config["default_response_timeout"] == "300"
     assert config["vmargs"] == "-Xmx2g"

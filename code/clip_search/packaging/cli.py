@@ -1,4 +1,5 @@
 """`clip-search package-model`: build model.tar.gz from open_clip weights (or the test model)."""
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from clip_search.errors import ModelDownloadError
 from clip_search.runtimes import PACKAGING_CHOICES, PACKAGING_DEFAULT
 
 RUNTIME_CHOICES = PACKAGING_CHOICES
+
+
+def _not_the_test_model_warning(record: logging.LogRecord) -> bool:
+    return record.getMessage() != TEST_MODEL_WARNING
 
 
 @click.command("package-model")
@@ -37,6 +42,8 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
                           openvino_precision, keep_weights, output):
     """Package an open_clip model as a SageMaker model artifact (model.tar.gz)."""
     options = {"calibration": calibration, "precision": openvino_precision}  # precision: OpenVINO only
+    # The test-model warning is printed once, at the end; the encoder the guard loads would add its own.
+    logging.getLogger("clip_search.encoder").addFilter(_not_the_test_model_warning)
     try:
         path = package_model(output, arch, pretrained, test_model=test_model, random_weights=random_weights,
                              runtime=runtime, runtime_options=options if runtime != "torch" else None,
@@ -54,6 +61,8 @@ def package_model_command(arch, pretrained, test_model, random_weights, runtime,
         click.echo("hint: no artifact was written; --runtime torch packages the reference path without a guard",
                    err=True)
         sys.exit(3)
+    finally:
+        logging.getLogger("clip_search.encoder").removeFilter(_not_the_test_model_warning)
     manifest = read_packed_manifest(path)
     size_mb = path.stat().st_size / 1e6
     click.echo(f"wrote {path} ({size_mb:.1f} MB): {manifest['model_id']}, dim {manifest['embed_dim']}, "

@@ -18,9 +18,24 @@ import copy
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
+
+# Third-party warnings that tell our user nothing, silenced at their source (only these messages):
+# torch's exporter trips its own pytree deprecation, and ONNX Runtime's dynamic quantizer logs a hint
+# on the root logger about a pre-processing step that only matters for static quantization.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+
+
+class _DropOrtPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+if not any(isinstance(f, _DropOrtPreprocessHint) for f in logging.getLogger().filters):
+    logging.getLogger().addFilter(_DropOrtPreprocessHint())
 
 from clip_search.packaging.manifest import add_file_to_manifest
 from clip_search.artifact import WEIGHTS_FILE, read_config

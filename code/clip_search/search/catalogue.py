@@ -4,11 +4,12 @@ A catalogue row needs an `id`; `title` and an image (`image`, `image_path`, `ima
 `image_uri`) are expected; every other field is kept as metadata (and can be filtered on).
 Relative image paths are resolved against the catalogue file's folder.
 """
+import codecs
 import csv
 import glob
 import gzip
-import io
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -21,26 +22,70 @@ IMAGE_FIELDS = ("image", "image_path", "image_url", "image_uri")
 TITLE_FIELDS = ("title", "name", "item_name")
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8-sig", newline="")
+class _DecodedLines:
+    """The lines of a (gzipped) text file decoded with `encoding` (default UTF-8, BOM tolerated);
+    bytes that do not decode are refused with the line and the byte offset in the file."""
+
+    def __init__(self, path: Path, encoding: str | None = None):
+        self.path, self.encoding = path, encoding or "utf-8-sig"
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise CatalogueError(f"unknown encoding {self.encoding!r} (try utf-8, latin-1, cp1252)") from None
+        self.raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.raw.close()
+
+    def __iter__(self):
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        offset, number, pending = 0, 0, ""
+        while True:
+            try:
+                line = self.raw.readline()
+            except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt .gz
+                raise CatalogueError(f"{self.path}:{number + 1}: cannot read: {error}") from None
+            number += 1
+            try:
+                pending += decoder.decode(line, final=not line)
+            except UnicodeError as error:  # UnicodeDecodeError, or UTF-16 without its BOM
+                start = getattr(error, "start", 0)
+                position = min(start, max(len(line) - 1, 0))
+                shown = f" (byte 0x{line[position]:02x})" if line else ""
+                raise CatalogueError(
+                    f"{self.path}:{number}: byte offset {offset + start}: not valid {self.encoding}"
+                    f"{shown}; give the file's encoding with --encoding, e.g. --encoding latin-1"
+                ) from None
+            # Whole lines only (a UTF-16 line break is two bytes, split by readline).
+            lines = pending.splitlines(keepends=True)
+            pending = lines.pop() if lines and line and not lines[-1].endswith(("\n", "\r")) else ""
+            yield from lines
+            if not line:
+                return
+            offset += len(line)
+
+
+def _open_text(path: Path, encoding: str | None = None):
+    return _DecodedLines(path, encoding)
 
 
 def _is_uri(value: str) -> bool:
     return "://" in value
 
 
-def read_catalogue(path) -> Iterator[Product]:
-    """Products from a `.jsonl`/`.json`/`.csv` file (optionally `.gz`)."""
+def read_catalogue(path, encoding: str | None = None) -> Iterator[Product]:
+    """Products from a `.jsonl`/`.json`/`.csv` file (optionally `.gz`), in `encoding` (default UTF-8)."""
     path = Path(path)
     if not path.is_file():
         raise CatalogueError(f"catalogue {path} not found")
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     if name.endswith((".jsonl", ".json", ".ndjson")):
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(path, encoding)
     elif name.endswith(".csv"):
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, encoding)
     else:
         raise CatalogueError(f"catalogue {path}: expected a .jsonl or .csv file (optionally .gz)")
     seen = set()  # ids only: the catalogue itself is streamed
@@ -53,8 +98,8 @@ def read_catalogue(path) -> Iterator[Product]:
         yield product
 
 
-def _jsonl_rows(path: Path):
-    with _open_text(path) as lines:
+def _jsonl_rows(path: Path, encoding: str | None = None):
+    with _open_text(path, encoding) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -67,11 +112,14 @@ def _jsonl_rows(path: Path):
             yield number, row
 
 
-def _csv_rows(path: Path):
-    with _open_text(path) as handle:
+def _csv_rows(path: Path, encoding: str | None = None):
+    with _open_text(path, encoding) as handle:
         reader = csv.DictReader(handle)
-        for number, row in enumerate(reader, 2):
-            yield number, {key.strip(): value for key, value in row.items() if key is not None}
+        try:
+            for number, row in enumerate(reader, 2):
+                yield number, {key.strip(): value for key, value in row.items() if key is not None}
+        except csv.Error as error:
+            raise CatalogueError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
 def product_from_row(row: dict, base: Path | None = None, where: str = "") -> Product:

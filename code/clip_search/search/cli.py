@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from clip_search.search.errors import SearchError
+from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import parse_filters
 
 MODEL_ENV, ENDPOINT_ENV = "CLIP_SEARCH_MODEL", "CLIP_SEARCH_ENDPOINT"
@@ -32,7 +32,9 @@ def _client(index: str, model: str | None, endpoint: str | None, need_encoder: b
         client.embedder = embedder_for(model, endpoint)
     elif need_encoder:
         info = client.index.info()
-        spec = (info.extra.get("encoder") if info else None) or {}
+        if info is None:
+            raise IndexNotFoundError(f"no index at {index}: build it with `clip-search index`")
+        spec = info.extra.get("encoder") or {}
         if not spec:
             raise SearchError(f"no encoder recorded for {index}: pass --model or --endpoint")
         client.embedder = embedder_for(spec.get("model"), spec.get("endpoint"))
@@ -40,15 +42,15 @@ def _client(index: str, model: str | None, endpoint: str | None, need_encoder: b
 
 
 def _run(function):
-    """Search errors are the user's to fix: one clear line, exit status 1, no traceback."""
-    try:
-        return function()
-    except SearchError as error:
-        raise click.ClickException(str(error)) from None
+    """Search errors are the user's to fix: the top-level group (clip_search.cli) prints them as one
+    `Error:` line with exit status 1 (the traceback too with --debug)."""
+    return function()
 
 
 @click.command()
 @click.option("--catalogue", type=click.Path(dir_okay=False), help="Products: .jsonl or .csv (id, title, image, ...).")
+@click.option("--encoding", default=None, metavar="NAME",
+              help="Text encoding of --catalogue (default UTF-8; e.g. latin-1, cp1252).")
 @click.option("--abo-listings", metavar="GLOB", help="Amazon Berkeley Objects listings_*.json.gz (instead of --catalogue).")
 @click.option("--abo-images", type=click.Path(dir_okay=False), help="ABO images/metadata/images.csv.gz.")
 @click.option("--abo-image-root", metavar="DIR_OR_S3", help="ABO images/small folder or s3:// prefix.")
@@ -58,7 +60,7 @@ def _run(function):
 @click.option("--model-id", help="Model id of --embeddings when no --model/--endpoint is given.")
 @click.option("--titles/--no-titles", default=True, show_default=True, help="Also index each title's text embedding.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
-def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, model, endpoint, embeddings,
+def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_location, model, endpoint, embeddings,
           model_id, titles, batch_size):
     """Encode a product catalogue and upsert it into INDEX (idempotent: ids are product ids)."""
     from clip_search.search.catalogue import read_abo, read_catalogue
@@ -69,7 +71,7 @@ def index(catalogue, abo_listings, abo_images, abo_image_root, index_location, m
             raise click.UsageError("give --catalogue FILE or --abo-listings GLOB (with --abo-images, --abo-image-root)")
         if abo_listings and not (abo_images and abo_image_root):
             raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
-        products = read_catalogue(catalogue) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
+        products = read_catalogue(catalogue, encoding) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
         client = _client(index_location, model, endpoint, need_encoder=False)
         if client.embedder is None and not embeddings:
             raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")

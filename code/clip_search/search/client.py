@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from clip_search.errors import ClipSearchError
 from clip_search.search.catalogue import load_image_bytes, read_catalogue
 from clip_search.search.embeddings import Embedder, embedder_for
 from clip_search.search.errors import IndexNotFoundError, SearchError
@@ -179,15 +180,19 @@ class SearchClient:
     def search_image(self, image, k: int = 10, filters=None, fields=(IMAGE,)) -> list[Hit]:
         """Photo -> product by image similarity. `image`: bytes, a path/URI, or a PIL image."""
         embedder = self._check_index()
-        if isinstance(image, (str, Path)):
-            image = load_image_bytes(str(image))
+        named = str(image) if isinstance(image, (str, Path)) else None
+        if named is not None:
+            image = load_image_bytes(named)
         elif not isinstance(image, (bytes, bytearray)):
             import io
 
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
             image = buffer.getvalue()
-        vector = embedder.encode_images([bytes(image)])[0]
+        try:
+            vector = embedder.encode_images([bytes(image)])[0]
+        except ClipSearchError as error:
+            raise SearchError(f"{named or 'query image'}: {getattr(error, 'message', error)}") from error
         return self.search_vector(vector, k, filters, fields)
 
 

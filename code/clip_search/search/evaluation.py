@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clip_search.errors import ClipSearchError
 from clip_search.search.catalogue import load_image_bytes
 from clip_search.search.errors import CatalogueError, SearchError
 
@@ -117,9 +118,11 @@ def read_queries(path) -> list[Query]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CatalogueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            relevant = row.get("relevant") if isinstance(row, dict) else None
+            except ValueError as error:
+                raise CatalogueError(f"{path}:{number}: not a JSON object: {error}") from None
+            if not isinstance(row, dict):
+                raise CatalogueError(f"{path}:{number}: not a JSON object")
+            relevant = row.get("relevant")
             if not relevant:
                 raise CatalogueError(f"{path}:{number}: query without `relevant` product ids")
             relevant = {str(r) for r in (relevant if isinstance(relevant, list) else [relevant])}
@@ -151,7 +154,7 @@ def evaluate(client, queries: list[Query], progress: bool = True, batch_size: in
                 if kind == "text":
                     ranked = client.search_texts([query.value for query in chunk], k=depth)
                 else:
-                    ranked = client.search_images([_image_bytes(query.value) for query in chunk], k=depth)
+                    ranked = _search_images(client, chunk, depth)
                 for query, hits in zip(chunk, ranked):
                     rank = first_relevant_rank([(hit.id, hit.score) for hit in hits], query.relevant)
                     if catalogue_ids is not None:
@@ -164,6 +167,18 @@ def evaluate(client, queries: list[Query], progress: bool = True, batch_size: in
                         results[kind].add(rank)
                 bar.update(len(chunk))
     return {kind: metrics for kind, metrics in results.items() if metrics.queries or metrics.unanswerable}
+
+
+def _search_images(client, chunk: list[Query], depth: int) -> list:
+    try:
+        return client.search_images([_image_bytes(query.value) for query in chunk], k=depth)
+    except ClipSearchError:  # a photo that does not decode: find it and name it
+        for query in chunk:
+            try:
+                client.search_images([_image_bytes(query.value)], k=1)
+            except ClipSearchError as error:
+                raise CatalogueError(f"{query.label}: query image: {getattr(error, 'message', error)}") from error
+        raise
 
 
 def _image_bytes(value) -> bytes:

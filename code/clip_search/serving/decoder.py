@@ -5,6 +5,7 @@ JSON Lines batch becomes that record's error instead of failing the whole batch.
 """
 import base64
 import binascii
+import codecs
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,13 @@ def decode_request(body, content_type: str | None) -> EncodeRequest:
     if isinstance(body, str):  # a stock toolkit Transformer decodes JSON bodies to str
         body = body.encode("utf-8")
     body = bytes(body or b"")
+    charset = _charset(content_type)
     if kind == ct.JSON:
+        if charset not in ("utf-8", None):
+            body = _decode(body, charset).encode("utf-8")
         request = EncodeRequest(_json_records(_parse_json(body, "request body")))
     elif kind == ct.TEXT:
-        request = EncodeRequest([Record(text=_text(_utf8(body), "text/plain body"))])
+        request = EncodeRequest([Record(text=_text(_decode(body, charset or "utf-8"), "text/plain body"))])
     elif kind in ct.IMAGE_TYPES:
         if not body:
             raise BadRequest(f"empty request body: {kind} needs the image bytes")
@@ -66,11 +70,27 @@ def decode_request(body, content_type: str | None) -> EncodeRequest:
     return request
 
 
-def _utf8(body: bytes) -> str:
+def _charset(content_type: str | None) -> str | None:
+    """The charset parameter of a Content-Type, by its codec's name ('latin-1' -> 'iso8859-1'), or None."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            value = value.strip().strip('"').strip()
+            try:
+                return codecs.lookup(value).name
+            except LookupError:
+                raise UnsupportedMediaType(f"unknown charset {value!r} in Content-Type {content_type!r}") from None
+    return None
+
+
+def _decode(body: bytes, charset: str) -> str:
     try:
-        return body.decode("utf-8")
+        return body.decode(charset)
     except UnicodeDecodeError as error:
-        raise BadRequest(f"request body is not valid UTF-8: {error}") from error
+        shown = "UTF-8" if charset == "utf-8" else charset
+        raise BadRequest(f"request body is not valid {shown}: {error}") from error
+    except LookupError:  # a codec that is not a text encoding (base64, rot13, ...)
+        raise UnsupportedMediaType(f"charset {charset!r} is not a text encoding") from None
 
 
 def _parse_json(data: bytes, what: str):

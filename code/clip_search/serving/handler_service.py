@@ -17,7 +17,7 @@ import orjson
 
 from clip_search.serving import content_types as ct
 from clip_search.serving import handler
-from clip_search.errors import RequestError
+from clip_search.errors import PayloadTooLarge, RequestError
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class HandlerService:
             body = request.get("body")
             if body is None:
                 body = request.get("data") or b""
+            check_size(body)
             decoded = handler.input_fn(body, headers.get("content-type"))
             prediction = handler.predict_fn(decoded, self.model)
             payload, media = handler.output_fn(prediction, headers.get("accept"))
@@ -60,6 +61,16 @@ class HandlerService:
             logger.exception("inference failed")
             message = f"internal error: {type(error).__name__}: {error}"
             return _error(context, index, HTTPStatus.INTERNAL_SERVER_ERROR, message)
+
+
+def check_size(body) -> None:
+    """The request limit with the documented JSON 413 (MMS itself takes up to twice as much)."""
+    from clip_search.serving.mms import max_request_bytes
+
+    limit = max_request_bytes()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes, over the limit of {limit} bytes "
+                              f"(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the batch")
 
 
 class _ServerError(Exception):

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from clip_search import settings
@@ -69,3 +70,38 @@ def forward_signals(process: subprocess.Popen, signums=(signal.SIGTERM, signal.S
     for signum in signums:
         signal.signal(signum, forward)
     return received
+
+
+class Watchdog:
+    """Stops MMS's process group and removes `workdir` when this process is gone (serving/watchdog.py).
+
+    Start it before MMS, `guard(process)` once MMS runs, `release()` after a clean stop.
+    """
+
+    def __init__(self, workdir: Path | None):
+        read_fd, self._write_fd = os.pipe()  # non-inheritable: MMS and its workers never hold it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "clip_search.serving.watchdog", str(read_fd), str(workdir or "")],
+            pass_fds=(read_fd,), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(read_fd)
+
+    def _send(self, word: str) -> None:
+        if self._write_fd is not None:
+            os.write(self._write_fd, word.encode() + b"\n")
+
+    def guard(self, process: subprocess.Popen) -> None:
+        self._send(str(process.pid))  # MMS leads its own process group (start_new_session)
+
+    def release(self) -> None:
+        """A clean stop already happened: the watchdog exits without touching anything."""
+        if self._write_fd is None:
+            return
+        self._send("stopped")
+        os.close(self._write_fd)
+        self._write_fd = None
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

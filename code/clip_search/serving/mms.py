@@ -30,6 +30,14 @@ MODEL_NAME = "model"
 MIN_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
+JAVA_REQUEST_FACTOR = 2
+
+
+def max_request_bytes() -> int:
+    """The documented request limit (SAGEMAKER_MAX_PAYLOAD_IN_MB) in bytes, enforced by the handler."""
+    return int(settings.current().max_payload_mb * 1024 * 1024)
+
+
 # MMS parses port numbers as a Java short: 32768 and above are refused ("Invalid port number").
 MAX_PORT = 32767
 
@@ -42,12 +50,14 @@ def properties(inference_address: str, management_address: str, handler: str = H
     env = environment.Environment()
     text = model_server._generate_mms_config_properties(env, handler)  # the toolkit's generator
     current = settings.current()
-    request_bytes = int(current.max_payload_mb * 1024 * 1024)
+    request_bytes = max_request_bytes()
     overrides = {
         "inference_address": inference_address,
         "management_address": management_address,
         "default_workers_per_model": workers(),
-        "max_request_size": request_bytes,
+        # Java's own refusal is a 413 with an empty body: let it take up to twice the limit and
+        # refuse in the handler with the JSON error (handler_service.check_size).
+        "max_request_size": JAVA_REQUEST_FACTOR * request_bytes,
         "max_response_size": max(request_bytes, MIN_RESPONSE_BYTES),
         "vmargs": current.vmargs,
     }

@@ -2,8 +2,11 @@
 
 Used by `clip-search serve`, the tests and the demo. Everything it writes (extracted model, MMS
 config, pid file, logs) goes to one temp dir that is removed on stop; MMS runs in its own process
-group so that stopping it also stops the Java front end and the Python workers.
+group so that stopping it also stops the Java front end and the Python workers. A watchdog
+(serving/watchdog.py) does the same if this process dies without stopping (kill -9), and each start
+removes the temp dirs of servers whose owner process is gone.
 """
+import os
 import random
 import shutil
 import socket
@@ -16,8 +19,47 @@ import requests
 
 from clip_search import settings
 from clip_search.artifact import extract_artifact
+from clip_search.errors import ClipSearchError, ModelLoadError
 from clip_search.serving import mms
-from clip_search.serving.launch import launch, stop_group
+from clip_search.serving.launch import Watchdog, launch, stop_group
+
+WORKDIR_PREFIX = "clip-search-serve-"
+OWNER_FILE = "owner"  # "<pid> <start time>" of the process that owns the temp dir
+
+
+def check_port(port: int) -> int:
+    if not 1 <= int(port) <= mms.MAX_PORT:
+        raise ServerError(f"port {port} is out of range: the model server (multi-model-server) accepts "
+                          f"ports 1-{mms.MAX_PORT}")
+    return int(port)
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a live owner from a reused pid), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_tag(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{pid} {_start_time(pid)}"
+
+
+def remove_stale_workdirs(root: Path | None = None) -> list[Path]:
+    """Remove the temp dirs of native servers whose owner process is gone; return them."""
+    removed = []
+    for workdir in Path(root or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            pid, started = (workdir / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            continue  # not ours, or a start still writing its owner file: leave it
+        if pid.isdigit() and _start_time(int(pid)) != started:
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+    return removed
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,7 +76,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise ServerError("no free port found in 20000-32767")
 
 
-class ServerError(RuntimeError):
+class ServerError(ClipSearchError, RuntimeError):
     pass
 
 
@@ -46,30 +88,41 @@ class ModelServer:
                  handler: str = mms.HANDLER):
         self.model_path = Path(model_path)
         self.host = host
-        self.port = port or free_port(host)
+        self.port = check_port(port) if port else free_port(host)
         self.extra_env = env or {}
         self.log_file = log_file
         self.handler = handler
         self.ready_timeout = ready_timeout or settings.current().ready_timeout
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
+        self.watchdog: Watchdog | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self, wait: bool = True) -> "ModelServer":
-        self.workdir = Path(tempfile.mkdtemp(prefix="clip-search-serve-"))
+        remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(_owner_tag())
+        model_dir = self.model_path
         try:
-            model_dir = self.model_path
+            self.watchdog = Watchdog(self.workdir)
             if not model_dir.is_dir():
                 model_dir = self.workdir / "model"
-                shutil.move(str(extract_artifact(self.model_path)), model_dir)
+                extracted = extract_artifact(self.model_path)
+                shutil.move(str(extracted), model_dir)
             (self.workdir / "logs").mkdir()
             output = self.log_file if self.log_file is not None else open(self.workdir / "logs" / "server.log", "wb")
             # Verified before MMS starts: fail here, with the file named, not inside a worker.
-            self.process = launch(model_dir, self.workdir, f"http://{self.host}:{self.port}",
-                                  f"http://{self.host}:{free_port(self.host)}", self.handler, self.extra_env, output)
+            try:
+                self.process = launch(model_dir, self.workdir, f"http://{self.host}:{self.port}",
+                                      f"http://{self.host}:{free_port(self.host)}", self.handler, self.extra_env,
+                                      output)
+            except ModelLoadError as error:
+                # Name the user's file, not the temp dir it was extracted to (removed below).
+                raise ModelLoadError(str(error).replace(str(model_dir), str(self.model_path))) from error
+            self.watchdog.guard(self.process)
             if wait:
                 self.wait_ready()
         except BaseException:
@@ -111,6 +164,9 @@ class ModelServer:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self.watchdog is not None:
+            self.watchdog.release()
+            self.watchdog = None
 
     def __enter__(self):
         return self.start() if self.process is None else self

@@ -90,12 +90,12 @@ class VectorIndex(ABC):
         if info is None:
             self.create(dim, model_id, encoder)
             return self.info()
-        self.check_model(info, model_id, dim)
+        self.check_model(info, model_id, dim, indexing=True)
         return info
 
-    def check_model(self, info: IndexInfo, model_id: str, dim: int) -> None:
+    def check_model(self, info: IndexInfo, model_id: str, dim: int, indexing: bool = False) -> None:
         if info.model_id != model_id or info.dim != dim:
-            raise ModelMismatchError(info.model_id, info.dim, model_id, dim, self.location)
+            raise ModelMismatchError(info.model_id, info.dim, model_id, dim, self.location, indexing)
 
 
 def as_query_vector(vector, dim: int | None = None) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""The real server under hostile conditions: its parent killed, oversize bodies, charsets, a soak."""
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from clip_search.serving.server import ModelServer, free_port
+from tests.server.test_serving_lifecycle import CLI
+
+pytestmark = pytest.mark.server
+
+
+def _gone(processes, timeout=30) -> list:
+    deadline = time.monotonic() + timeout
+    alive = processes
+    while time.monotonic() < deadline:
+        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def _serve(model, port, temp):
+    log = open(temp.parent / f"serve-{port}.log", "wb")  # outside TMPDIR: the test checks it is empty
+    return subprocess.Popen(CLI + ["serve", "--model", str(model), "--port", str(port)],
+                            env=dict(os.environ, TMPDIR=str(temp)), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_serving(process, temp, port, timeout=600):
+    """`clip-search serve` prints "serving ..." once a real embedding came back (its own check)."""
+    log = temp.parent / f"serve-{port}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        if b"serving " in log.read_bytes():
+            return
+        time.sleep(0.5)
+    raise AssertionError("serve never became ready")
+
+
+def _refused(port) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
+    except requests.ConnectionError:
+        return True
+    return False
+
+
+def test_kill_9_of_serve_leaves_no_java_no_worker_no_port_and_no_temp_dir(test_model_tar, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    process = _serve(test_model_tar, port, temp)
+    family = []
+    try:
+        _wait_serving(process, temp, port)
+        family = psutil.Process(process.pid).children(recursive=True)
+        assert any("java" in p.name() for p in family)
+        family += [p for p in psutil.process_iter() if "clip_search.serving.watchdog" in " ".join(p.cmdline())
+                   and p.ppid() == process.pid]
+        process.kill()  # SIGKILL: no handler runs, no cleanup of its own
+        process.wait()
+        assert _gone(family) == []
+        assert _refused(port)
+        assert list(temp.iterdir()) == []
+    finally:
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_a_new_start_removes_temp_dirs_of_dead_servers_only(test_model_tar, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp / "clip-search-serve-stale"
+    stale.mkdir()
+    (stale / "owner").write_text(f"{dead.pid} 12345")
+    (stale / "model").mkdir()
+    live = temp / "clip-search-serve-live"
+    live.mkdir()
+    from clip_search.serving.server import _owner_tag
+
+    (live / "owner").write_text(_owner_tag(os.getpid()))  # this test process is alive
+    port = free_port()
+    process = _serve(test_model_tar, port, temp)
+    try:
+        _wait_serving(process, temp, port)
+        assert not stale.exists()
+        assert live.exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def test_serve_port_above_32767_is_refused_before_anything_starts(test_model_tar):
+    done = subprocess.run(CLI + ["serve", "--model", str(test_model_tar), "--port", "50315"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "1-32767" in done.stderr and "Invalid port number" not in done.stderr + done.stdout
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(test_model_tar):
+    with ModelServer(test_model_tar, env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1"}) as server:
+        yield server
+
+
+def test_a_body_over_the_limit_gets_the_documented_json_413(small_limit_server):
+    body = b"apple " * (1024 * 1024 // 6 + 100)  # a little over 1 MiB
+    response = requests.post(small_limit_server.url + "/invocations", data=body,
+                             headers={"Content-Type": "text/plain"}, timeout=60)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"].startswith("application/json")
+    answer = response.json()
+    assert answer["status"] == 413 and "SAGEMAKER_MAX_PAYLOAD_IN_MB" in answer["error"]
+    ok = requests.post(small_limit_server.url + "/invocations", data=b"apple",
+                       headers={"Content-Type": "text/plain"}, timeout=60)
+    assert ok.status_code == 200
+
+
+def test_the_charset_is_honoured_by_the_real_server(server_url):
+    def embed(body, content_type):
+        response = requests.post(server_url + "/invocations", data=body,
+                                 headers={"Content-Type": content_type}, timeout=60)
+        assert response.status_code == 200, response.text
+        return np.array(response.json()["embeddings"][0])
+
+    latin = embed("Crème brûlée".encode("latin-1"), "text/plain; charset=latin-1")
+    utf8 = embed("Crème brûlée".encode(), "text/plain")
+    assert np.allclose(latin, utf8, atol=1e-6)
+
+
+def _worker(server) -> psutil.Process:
+    workers = [p for p in psutil.Process(server.process.pid).children(recursive=True)
+               if "model_service_worker" in " ".join(p.cmdline())]
+    assert workers, "no model_service_worker process"
+    return max(workers, key=lambda p: p.memory_info().rss)  # the worker holding the model
+
+
+def test_soak_16_clients_60_s_mixed_requests(native_server, store_photos):
+    url = native_server.url + "/invocations"
+    photos = [path.read_bytes() for path in store_photos[:8]]
+    lines = b"\n".join(json.dumps({"id": str(i), "text": f"product {i}"} if i % 2 else
+                                  {"id": str(i), "image": base64.b64encode(photos[i % 8]).decode()}).encode()
+                       for i in range(8))
+    requests_ = [
+        (b"green apple", "text/plain"),
+        (photos[0], "image/jpeg"),
+        (json.dumps({"texts": ["milk", "oat milk", "yoghurt"]}).encode(), "application/json"),
+        (lines, "application/jsonlines"),
+    ]
+    worker = _worker(native_server)
+    failures, counts = [], [0] * 16
+    for body, kind in requests_:  # warm up every path before the first RSS reading
+        assert requests.post(url, data=body, headers={"Content-Type": kind}, timeout=60).status_code == 200
+    stop = time.monotonic() + 60
+    start_rss = None
+
+    def client(number):
+        with requests.Session() as session:
+            i = number
+            while time.monotonic() < stop:
+                body, kind = requests_[i % len(requests_)]
+                response = session.post(url, data=body, headers={"Content-Type": kind}, timeout=120)
+                if not 200 <= response.status_code < 300:
+                    failures.append((kind, response.status_code, response.text[:200]))
+                counts[number] += 1
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    time.sleep(10)  # steady state: allocator pools and caches filled
+    start_rss = worker.memory_info().rss
+    for thread in threads:
+        thread.join()
+    end_rss = worker.memory_info().rss
+    assert failures == []
+    assert sum(counts) > 100
+    assert end_rss < 1.05 * start_rss, (start_rss, end_rss)
