@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-container clean
+.PHONY: install demo test test-unit test-server test-container mutants clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
 $(VENV)/.installed: setup.py constraints.txt
@@ -29,6 +29,11 @@ test-server: install
 
 test-container: install
 	bash scripts/run_tests.sh container
+
+# Mutation testing of the run-time core with the fast tests (not in CI; see docs/testing.md).
+# Surviving mutants, with their diffs: build/mutants-report.txt.
+mutants: install
+	nice bash scripts/mutants.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
