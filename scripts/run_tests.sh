@@ -19,10 +19,20 @@ run_tier() {
   echo "=== tier $name passed in $((SECONDS - start)) s"
 }
 
+# unit and server run under coverage.py (.coveragerc: branch coverage of code/clip_search, worker
+# subprocesses included); the coverage step after the tiers prints it and fails below the threshold.
+export COVERAGE_FILE="$PWD/build/coverage/data"
+covered=0
+run_covered_tier() {
+  local -a PYTEST=("$VENV/bin/python" -m coverage run --rcfile=.coveragerc -m pytest -p no:cacheprovider)
+  [ "$covered" = 1 ] || { rm -rf build/coverage; mkdir -p build/coverage; covered=1; }
+  run_tier "$@"
+}
+
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit) run_tier unit -m "not server and not container and not local_mode and not live" ;;
-    server) run_tier server -m "server" ;;
+    unit) run_covered_tier unit -m "not server and not container and not local_mode and not live" ;;
+    server) run_covered_tier server -m "server" ;;
     container)
       # Docker engine, a locally made base image, the image itself (container/ci_setup.sh), then
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
@@ -31,3 +41,12 @@ for tier in "${tiers[@]}"; do
     *) echo "unknown tier: $tier (unit, server, container)" >&2; exit 2 ;;
   esac
 done
+
+if [ "$covered" = 1 ]; then
+  echo "=== coverage (branch) of the library over: ${tiers[*]}"
+  "$VENV/bin/python" -m coverage combine --rcfile=.coveragerc --quiet
+  "$VENV/bin/python" -m coverage report --rcfile=.coveragerc > build/coverage/report.txt || status=$?
+  head -n 2 build/coverage/report.txt; sed -n '3,17p' build/coverage/report.txt; tail -n 1 build/coverage/report.txt
+  echo "(full report: build/coverage/report.txt; least covered first)"
+  if [ "${status:-0}" != 0 ]; then tail -n 1 build/coverage/report.txt >&2; exit "$status"; fi
+fi
