@@ -33,7 +33,8 @@ test-container: install
 # Mutation testing of the run-time core with the fast tests (not in CI; see docs/testing.md).
 # Surviving mutants, with their diffs: build/mutants-report.txt.
 mutants: install
-	nice bash scripts/mutants.sh
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	VENV=$(VENV) nice bash scripts/mutants.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
