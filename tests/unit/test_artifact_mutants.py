@@ -140,6 +140,39 @@ def test_packed_manifest_errors(tmp_path):
         read_packed_manifest(tmp_path / "junk.tar.gz")
 
 
+def test_an_absent_artifact_is_named(tmp_path):
+    with pytest.raises(ModelLoadError) as raised:
+        extract_artifact(tmp_path / "absent.tar.gz")
+    assert str(raised.value) == f"model artifact not found: {tmp_path / 'absent.tar.gz'}"
+
+
+def test_an_extracted_artifact_is_removed_when_the_process_exits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root, _ = make_artifact(tmp_path / "m")
+    packed = tar_of(root, tmp_path / "model.tar.gz")
+    code = "import sys; from clip_search.artifact import extract_artifact; print(extract_artifact(sys.argv[1]))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TMPDIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code, str(packed)], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    extracted = result.stdout.strip()
+    assert extracted.startswith(str(tmp_path)) and "clip-search-model-" in extracted
+    assert not os.path.exists(extracted)
+
+
+def test_a_failed_extraction_leaves_no_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "junk.tar.gz").write_bytes(b"\x1f\x8b junk")
+    with pytest.raises(ModelLoadError, match="is not a readable tar.gz"):
+        extract_artifact(tmp_path / "junk.tar.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.tar.gz"]
+
+
 def test_a_tar_escaping_its_directory_is_refused(tmp_path):
     path = tmp_path / "evil.tar.gz"
     with tarfile.open(path, "w:gz") as tar:

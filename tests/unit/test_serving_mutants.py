@@ -33,6 +33,7 @@ def b64(data: bytes) -> str:
 @pytest.mark.parametrize("header,expected", [
     ("Application/JSON; charset=utf-8", "application/json"),
     ("  text/plain ", "text/plain"),
+    ("application/json; charset=utf-8; q=1", "application/json"),
     ("application/jsonl", "application/jsonlines"),
     ("application/x-jsonlines;q=1", "application/jsonlines"),
     ("application/jsonlines", "application/jsonlines"),
@@ -58,6 +59,8 @@ def test_media_type(header, expected):
     ("application/x-npy;q=0, application/json;q=0.1", "application/json"),  # q=0: not acceptable
     ("application/x-npy;q=bogus, application/jsonlines;q=0.2", "application/jsonlines"),
     ("application/x-npy;q=0", None),
+    ("application/x-npy;q=1", "application/x-npy"),
+    ("application/x-npy;q=1.0, application/json", "application/x-npy"),  # no q means q=1
     ("text/html", None),
     ("image/*", None),
     ("text/html;level=1;q=0.9, */*;q=0.1", "application/json"),
@@ -118,7 +121,9 @@ def test_text_plain_and_raw_images():
     (b"\xff\xfe", "text/plain", BadRequest, "request body is not valid UTF-8"),
     (b"  ", "text/plain", BadRequest, "text/plain body is empty"),
     (b"", "image/png", BadRequest, "empty request body: image/png needs the image bytes"),
-    (b"\n\n", "application/jsonlines", BadRequest, "empty input"),
+    (b"\n\n", "application/jsonlines", BadRequest, "empty input: the request holds no text or image to encode"),
+    (b'{"image": "QUJD,QUJD"}', "application/json", BadRequest, "image is not valid base64"),
+    (b'{"image": "data:image/png;base64,QUJD,QUJD"}', "application/json", BadRequest, "image is not valid base64"),
     (b"abc", "application/xml", UnsupportedMediaType, "unsupported Content-Type 'application/xml'; supported: application/json, text/plain"),
     (b"abc", None, UnsupportedMediaType, "unsupported Content-Type None"),
 ])
@@ -127,6 +132,12 @@ def test_bad_requests_name_what_was_wrong(body, content_type, error, words):
         decode_request(body, content_type)
     assert words in raised.value.message
     assert type(raised.value) is error
+
+
+def test_an_empty_jsonlines_body_says_so_exactly():
+    with pytest.raises(BadRequest) as raised:
+        decode_request(b"\n \n", "application/jsonlines")
+    assert raised.value.message == "empty input: the request holds no text or image to encode"
 
 
 def test_error_statuses():
@@ -176,6 +187,19 @@ def test_jsonlines_records_keep_ids_order_and_per_line_errors():
 
 
 # --- batch -----------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_decode_pool():
+    """The decode pool is per process; a test process forked from one that made it (mutmut's
+    workers) would inherit a pool without threads. Start and end each test without one."""
+    from clip_search.serving import batch
+
+    batch._pool = None
+    yield
+    if batch._pool is not None:
+        batch._pool.shutdown(wait=True)
+    batch._pool = None
+
+
 class Pixels:
     def __init__(self, array):
         self.array = array
@@ -290,6 +314,12 @@ def test_jsonlines_answer():
     assert not payload.endswith(b"\n")
     assert [orjson.loads(line) for line in payload.split(b"\n")] == [
         {"id": "a", "error": "record 0: bad"}, {"id": "b", "embedding": [0.125, 2.0, -1.0]}]
+
+
+def test_npy_is_float32_whatever_the_encoder_gave():
+    wide = EncodeResult(["a"], np.array([[0.1, 0.2]], dtype=np.float64), [None], "m/x", 2)
+    array = np.load(io.BytesIO(serialize(wide, "application/x-npy")[0]), allow_pickle=False)
+    assert array.dtype == np.float32 and array.tolist() == [[np.float32(0.1), np.float32(0.2)]]
 
 
 def test_npy_answer_and_its_refusal():
