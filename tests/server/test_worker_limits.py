@@ -30,11 +30,13 @@ def workers(server) -> list[psutil.Process]:
     found = []
     for process in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            if "model_service_worker" in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE:
+            if (process.name().startswith("python") and "model_service_worker" in " ".join(process.cmdline())
+                    and process.status() != psutil.STATUS_ZOMBIE):
                 found.append(process)
         except psutil.NoSuchProcess:
             pass
-    return found
+    pids = {p.pid for p in found}
+    return [p for p in found if p.ppid() not in pids]  # the workers Java started, not their children
 
 
 def test_an_answer_over_the_default_response_limit_reaches_the_client(test_model_tar):
@@ -84,7 +86,9 @@ def test_a_multi_frame_image_is_encoded_from_its_first_frame(server_url, kind):
 def test_a_killed_worker_is_replaced_and_the_server_answers_again(test_model_tar):
     with ModelServer(test_model_tar) as server:
         frontend = server.process.pid
-        (worker,) = workers(server)
+        found = workers(server)
+        assert len(found) == 1, [(p.pid, p.name(), p.cmdline()) for p in found]
+        worker = found[0]
         expected = np.array(embed(server.url, b"milk", "text/plain").json()["embeddings"][0])
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)

@@ -153,6 +153,7 @@ def test_an_extracted_artifact_is_removed_when_the_process_exits(tmp_path):
 
     root, _ = make_artifact(tmp_path / "m")
     packed = tar_of(root, tmp_path / "model.tar.gz")
+    assert extract_artifact(packed).is_dir()  # in process too (mutmut picks tests by what they call)
     code = "import sys; from clip_search.artifact import extract_artifact; print(extract_artifact(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TMPDIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", code, str(packed)], capture_output=True, text=True, env=env,

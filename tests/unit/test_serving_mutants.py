@@ -227,13 +227,15 @@ class RecordingEncoder:
         return decode_image(data)
 
     def preprocess(self, image):  # the real one returns a torch tensor; only .numpy() is used
-        return Pixels(np.asarray(image.resize((2, 2)), dtype=np.float32).transpose(2, 0, 1) / 255)
+        # float64 on purpose: the batch step must hand the runtime float32 whatever preprocess gave
+        return Pixels(np.asarray(image.resize((2, 2)), dtype=np.float64).transpose(2, 0, 1) / 255)
 
     def encode_texts(self, texts):
         self.text_batches.append(list(texts))
         return np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
 
     def encode_pixels(self, pixels):
+        assert pixels.dtype == np.float32, pixels.dtype
         self.pixel_batches.append(pixels.shape)
         return np.array([[0, 0, p[0].mean(), p[2].mean()] for p in pixels], dtype=np.float32)
 
@@ -284,6 +286,9 @@ def test_batch_without_per_record_errors_fails_naming_the_item():
         encode_request(RecordingEncoder(), request)
     assert raised.value.message.startswith("item 2: not a decodable image")
     assert raised.value.phrase == raised.value.message
+    with pytest.raises(BadRequest) as raised:
+        encode_request(RecordingEncoder(), EncodeRequest([Record(text="a"), Record(image=b"junk")]))
+    assert raised.value.message.startswith("item 1: not a decodable image")
     with pytest.raises(BadRequest) as raised:  # a single item needs no index
         encode_request(RecordingEncoder(), EncodeRequest([Record(image=b"junk")]))
     assert raised.value.message.startswith("not a decodable image")
