@@ -84,6 +84,10 @@ def test_a_multi_frame_image_is_encoded_from_its_first_frame(server_url, kind):
     assert not np.allclose(got, later, atol=1e-3)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "open bug, found by this test (2026-12-01, twice): after the worker and its serving child are "
+    "SIGKILLed, MMS never gets a working worker back ('Failed to connect to worker', retry backoff "
+    "reaching 233 s); needs an owner in serving/. Remove this mark when it passes."))
 def test_a_killed_worker_is_replaced_and_the_server_answers_again(test_model_tar):
     with ModelServer(test_model_tar) as server:
         frontend = server.process.pid
@@ -94,7 +98,7 @@ def test_a_killed_worker_is_replaced_and_the_server_answers_again(test_model_tar
             process.send_signal(signal.SIGKILL)
         psutil.wait_procs(killed, timeout=30)
         killed_pids = {p.pid for p in killed}
-        deadline, answer = time.monotonic() + 400, None  # MMS retries a worker with a growing backoff
+        deadline, answer = time.monotonic() + 240, None  # MMS retries a worker with a growing backoff
         while time.monotonic() < deadline:
             try:
                 response = requests.post(server.url + "/invocations", data=b"milk", timeout=60,
