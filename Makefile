@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-browser test-container test-live clean
+.PHONY: install demo test test-unit test-server test-browser test-container test-live mutants clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
 $(VENV)/.installed: setup.py constraints.txt
@@ -42,6 +42,12 @@ test-container: install
 test-live: install
 	@test -n "$$OPENSEARCH_URL" || { echo "make test-live: set OPENSEARCH_URL=https://host:9200 (and OPENSEARCH_USERNAME/OPENSEARCH_PASSWORD or AWS credentials)" >&2; exit 2; }
 	$(PYTEST) -p no:cacheprovider -m live tests/search
+
+# Mutation testing of the run-time core with the fast tests (not in CI; see docs/testing.md).
+# Surviving mutants, with their diffs: build/mutants-report.txt.
+mutants: install
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	VENV=$(VENV) nice bash scripts/mutants.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

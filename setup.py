@@ -50,10 +50,13 @@ EXTRAS = {
         # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
         "selenium>=4.20",
         "hypothesis>=6.100",  # generated texts for the tokenizer equality test
+        "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
     ],
+    # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).
+    "dev": ["mutmut>=3.3"],
 }
 PUBLISHING = find_packages(".", include=["model_build", "model_build.*"])
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "test" for req in reqs})
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("test", "dev") for req in reqs})
 
 setup(
     name="clip-search",

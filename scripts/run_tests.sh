@@ -21,11 +21,21 @@ run_tier() {
   echo "=== tier $name passed in $((SECONDS - start)) s"
 }
 
+# unit and server run under coverage.py (.coveragerc: branch coverage of code/clip_search, worker
+# subprocesses included); the coverage step after the tiers prints it and fails below the threshold.
+export COVERAGE_FILE="$PWD/build/coverage/data"
+covered=0
+run_covered_tier() {
+  local -a PYTEST=("$VENV/bin/python" -m coverage run --rcfile=.coveragerc -m pytest -p no:cacheprovider)
+  [ "$covered" = 1 ] || { rm -rf build/coverage; mkdir -p build/coverage; covered=1; }
+  run_tier "$@"
+}
+
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit) run_tier unit -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
+    unit) run_covered_tier unit -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
     fuzz) run_tier fuzz -m "fuzz" ;;
-    server) run_tier server -m "server" ;;
+    server) run_covered_tier server -m "server" ;;
     browser)
       # Debian's chromium + chromium-driver (apt, when missing) and selenium; no browser download.
       VENV="$VENV" bash scripts/install_browser.sh
@@ -38,3 +48,12 @@ for tier in "${tiers[@]}"; do
     *) echo "unknown tier: $tier (unit, fuzz, server, browser, container)" >&2; exit 2 ;;
   esac
 done
+
+if [ "$covered" = 1 ]; then
+  echo "=== coverage (branch) of the library over: ${tiers[*]}"
+  "$VENV/bin/python" -m coverage combine --rcfile=.coveragerc --quiet
+  "$VENV/bin/python" -m coverage report --rcfile=.coveragerc > build/coverage/report.txt || status=$?
+  head -n 17 build/coverage/report.txt; grep -E '^TOTAL' build/coverage/report.txt
+  echo "(the 15 least-covered modules first; full report: build/coverage/report.txt)"
+  if [ "${status:-0}" != 0 ]; then grep -E 'Coverage failure' build/coverage/report.txt >&2; exit "$status"; fi
+fi

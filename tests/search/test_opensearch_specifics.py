@@ -160,7 +160,9 @@ def test_basic_auth_from_environment(monkeypatch):
 
     server = OpenSearchStandIn(credentials=("admin", "s3cret")).start()
     try:
-        with pytest.raises(Exception):
+        from clip_search.search.errors import SearchError
+
+        with pytest.raises(SearchError, match=r"OpenSearch .*/products: .*401.*security_exception"):
             _index(server.url + "/products").ensure(DIM, "m")
         monkeypatch.setenv("OPENSEARCH_USERNAME", "admin")
         monkeypatch.setenv("OPENSEARCH_PASSWORD", "s3cret")

@@ -139,9 +139,11 @@ def test_a_directory_verified_by_the_parent_is_not_hashed_again(test_model_dir, 
     mark_verified(model_dir, env)
     monkeypatch.setenv("CLIP_SEARCH_VERIFIED_MODEL_DIR", env["CLIP_SEARCH_VERIFIED_MODEL_DIR"])
     verify_artifact(model_dir)  # trusted: presence only
-    (model_dir / CONFIG_FILE).unlink()
-    with pytest.raises(ModelLoadError, match=CONFIG_FILE):
-        verify_artifact(model_dir)  # a missing file is still named
     monkeypatch.setenv("CLIP_SEARCH_VERIFIED_MODEL_DIR", str(tmp_path / "elsewhere"))
-    with pytest.raises(ModelLoadError):
-        verify_artifact(model_dir)  # any other directory is hashed as before
+    # Any other directory is hashed as before: every file is present, so only the hash fails.
+    with pytest.raises(ModelLoadError, match=f"{WEIGHTS_FILE} is corrupt"):
+        verify_artifact(model_dir)
+    monkeypatch.setenv("CLIP_SEARCH_VERIFIED_MODEL_DIR", env["CLIP_SEARCH_VERIFIED_MODEL_DIR"])
+    (model_dir / CONFIG_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=f"model artifact is missing {CONFIG_FILE}"):
+        verify_artifact(model_dir)  # a missing file is still named

@@ -22,18 +22,5 @@ def cosine_from_opensearch(score: float, engine: str, space_type: str) -> float:
     raise ValueError(f"no cosine conversion for OpenSearch space_type {space_type!r}")
 
 
-def opensearch_from_cosine(cosine: float, engine: str, space_type: str) -> float:
-    """The inverse, used by the OpenSearch stand-in to answer like the real engine."""
-    if space_type == "innerproduct":
-        return 1.0 + cosine if cosine >= 0 else 1.0 / (1.0 - cosine)
-    if space_type == "cosinesimil":
-        if engine == "nmslib":
-            return 1.0 / (1.0 + (1.0 - cosine))
-        return (1.0 + cosine) / 2.0
-    if space_type == "l2":
-        return 1.0 / (1.0 + (2.0 - 2.0 * cosine))
-    raise ValueError(f"no score for OpenSearch space_type {space_type!r}")
-
-
 def cosine_from_pgvector_distance(distance: float) -> float:
     return 1.0 - distance

@@ -147,7 +147,7 @@ class ModelServer:
                 last = f"HTTP {response.status_code}: {response.text[:500]}"
                 if response.status_code == 500 and "model failed to load" in response.text:
                     raise ServerError(last)
-            except requests.ConnectionError as error:
+            except (requests.ConnectionError, requests.Timeout) as error:  # a loaded machine: ask again
                 last = str(error)
             time.sleep(0.1)
         raise ServerError(f"model server not ready after {self.ready_timeout:.0f} s ({last}); {self.log_tail()}")
