@@ -197,7 +197,7 @@ def encoder_rows(args, models, jpegs, titles, threads):
     for runtime in RUNTIMES[1:]:
         if runtime in models and not isinstance(models[runtime], str):
             enc = ClipEncoder.from_artifact(models[runtime], runtime=runtime, threads=threads)
-            label = {"onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime dynamic int8"}.get(runtime)
+            label = {"onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8 (blockwise weights)"}.get(runtime)
             label = label or f"OpenVINO ({getattr(enc.runtime, 'precision', '?')})"
             candidates.append((label, enc))
     # Interleaved: each round times every runtime once, so a burst of other load on the machine
@@ -261,7 +261,7 @@ def decode_rows(args, reference, encoder, name, jpegs):
             photos.append(buffer.getvalue())
 
         def prepare(draft_size):
-            return np.stack([encoder.preprocess(decode_image(p, draft_size=draft_size)).numpy() for p in photos])
+            return encoder.preprocess_images([decode_image(p, draft_size=draft_size) for p in photos])
 
         times = interleaved([("full", lambda: prepare(None)), ("draft", lambda: prepare(encoder.image_size))],
                             args.budget / 2)

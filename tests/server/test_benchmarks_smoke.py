@@ -52,7 +52,7 @@ def test_every_section_runs_side_by_side(quick_run):
         assert any(title.startswith(prefix) for title in printed), f"{prefix} missing from:\n{out}"
     assert "| torch fp32 eager (reference) | " in out and "(1.0x)" in out
     encoder = out[out.index("## 1. encoder"):out.index("best runtime")]
-    for label in ("ONNX Runtime fp32", "ONNX Runtime dynamic int8", "OpenVINO ("):
+    for label in ("ONNX Runtime fp32", "ONNX Runtime int8", "OpenVINO ("):
         assert label in encoder
     assert re.search(r"best runtime within the accuracy guard: (torch|onnx|onnx-int8|openvino)\n", out)
     query = next(title for title in printed if title.startswith("3. query"))
