@@ -83,16 +83,16 @@ class SearchClient:
         self.index.ensure(dim, model_id, getattr(embedder, "spec", None))
         report = UpsertReport()
         total = len(products) if hasattr(products, "__len__") else None
-        bar = tqdm(total=total, desc="indexing", unit="product", disable=not progress)
-        for batch in _batches(products, batch_size):
-            report.products += len(batch)
-            items, errors = self._embed_batch(batch, titles, image_embeddings)
-            report.errors.extend(errors)
-            result = self.index.upsert(items)
-            report.indexed += result.indexed
-            report.errors.extend(result.errors)
-            bar.update(len(batch))
-        bar.close()
+        # The bar closes (ending its line) before any error reaches the CLI's one Error: line.
+        with tqdm(total=total, desc="indexing", unit="product", disable=not progress) as bar:
+            for batch in _batches(products, batch_size):
+                report.products += len(batch)
+                items, errors = self._embed_batch(batch, titles, image_embeddings)
+                report.errors.extend(errors)
+                result = self.index.upsert(items)
+                report.indexed += result.indexed
+                report.errors.extend(result.errors)
+                bar.update(len(batch))
         self.index.refresh()
         return report
 
