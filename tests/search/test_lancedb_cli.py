@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from clip_search.cli import main
 from clip_search.search.catalogue import read_catalogue
 from clip_search.search.index.embedded import EmbeddedIndex
-from tests.search.conftest import REPO
+from clip_search.demo_data import GROCERY as DEMO_DATA
 
-CATALOGUE = REPO / "demo_data" / "grocery" / "products.jsonl"
+CATALOGUE = DEMO_DATA / "products.jsonl"
 
 
 def _invoke(*args, code=0):

@@ -22,7 +22,7 @@ def bench_output():
 
 def test_one_numeric_row_per_size(bench_output):
     lines = bench_output.strip().splitlines()
-    assert lines[0].split() == ["rows", "exact", "p50", "exact", "p95", "hnsw", "p50", "hnsw", "p95", "recall@10", "build", "s"]
+    assert lines[0].split() == ["rows", "exact", "p50", "exact", "p95", "ann", "p50", "ann", "p95", "recall@10", "build", "s"]
     rows = [line.split() for line in lines[1:]]
     assert [row[0] for row in rows] == ["1500", "3000"]
     for row in rows:

@@ -200,14 +200,6 @@ def fresh_decode_pool():
     batch._pool = None
 
 
-class Pixels:
-    def __init__(self, array):
-        self.array = array
-
-    def numpy(self):
-        return self.array
-
-
 class RecordingEncoder:
     """A deterministic encoder: text -> [len, 1, 0...], image -> [0, 0, mean red...]; records calls.
 
@@ -226,9 +218,9 @@ class RecordingEncoder:
 
         return decode_image(data)
 
-    def preprocess(self, image):  # the real one returns a torch tensor; only .numpy() is used
+    def preprocess(self, image):  # the real one returns a (3, H, W) numpy array
         # float64 on purpose: the batch step must hand the runtime float32 whatever preprocess gave
-        return Pixels(np.asarray(image.resize((2, 2)), dtype=np.float64).transpose(2, 0, 1) / 255)
+        return np.asarray(image.resize((2, 2)), dtype=np.float64).transpose(2, 0, 1) / 255
 
     def encode_texts(self, texts):
         self.text_batches.append(list(texts))

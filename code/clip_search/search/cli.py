@@ -111,7 +111,7 @@ def search(query, index_location, image, k, filters, match, hybrid, as_json, mod
             raise click.UsageError('give a text QUERY or --image PATH (one of them)')
         parsed = parse_filters(filters)
         with _client(index_location, model, endpoint) as client:
-            if hybrid and (image or client.index.backend not in ("opensearch", "embedded")):
+            if hybrid and (image or not client.index.supports_hybrid):
                 raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
             if image:
                 hits = client.search_image(image, k=k, filters=parsed)
