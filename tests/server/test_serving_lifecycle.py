@@ -27,7 +27,7 @@ def wait_for_embedding(url, process, timeout=180):
                                      headers={"Content-Type": "text/plain"}, timeout=10)
             if response.status_code == 200:
                 return response
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # MMS accepts before the worker loads
             pass
         time.sleep(0.2)
     raise AssertionError("server never answered")
@@ -92,7 +92,7 @@ def test_a_model_that_fails_in_the_worker_answers_500_json_on_every_request(test
                                          headers={"Content-Type": "text/plain"}, timeout=10)
                 if response.status_code == 500:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.2)
         for _ in range(3):
