@@ -1,8 +1,12 @@
-"""Fixtures shared by every suite: the packaged test model and real product photos."""
+"""Fixtures shared by every suite: the packaged test model, real product photos, moto's server."""
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[1]
 # CI clones the repo with shared/ beside it; the photos are MIT-licensed (see SOURCE.md there).
@@ -51,3 +55,29 @@ def test_encoder(test_model_dir):
     from clip_search.encoder import ClipEncoder
 
     return ClipEncoder.from_artifact(test_model_dir)
+
+
+# moto's server (a real process on 127.0.0.1) standing in for AWS: one per session, on a free port.
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    from clip_search.serving.server import free_port
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto server did not start on {url} (see {log.name})")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()

@@ -13,7 +13,6 @@ import pytest
 
 from clip_search.demo_data import GROCERY as DEMO_DATA
 
-from tests.publish.conftest import moto_url  # noqa: F401 - moto's S3 on loopback, for s3:// product images
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = DEMO_DATA

@@ -4,42 +4,16 @@ One server per session on a free port; every test starts from a reset server wit
 one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_URL.
 """
 import os
-import subprocess
-import sys
-import time
 
 import boto3
 import pytest
 import requests
 from click.testing import CliRunner
 
-from clip_search.serving.server import ModelServer, free_port
+from clip_search.serving.server import ModelServer
 
 REGION = "us-east-1"
 BUCKET = "clip-search-test-bucket"
-
-
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto server did not start on {url} (see {log.name})")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
 """The embedded index kept in object storage (s3://bucket/prefix), against moto's S3 server on loopback."""
 import os
-import subprocess
-import sys
-import time
 
 import boto3
 import numpy as np
@@ -11,7 +8,6 @@ import requests
 
 from clip_search.search.index.embedded import EmbeddedIndex
 from clip_search.search.records import EmbeddedProduct, Product
-from clip_search.serving.server import free_port
 from tests.search.conftest import unit
 
 BUCKET = "clip-search-index-bucket"
@@ -19,34 +15,17 @@ DIM = 16
 
 
 @pytest.fixture
-def s3_env(tmp_path, monkeypatch):
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto server did not start on {url}")
-            time.sleep(0.2)
+def s3_env(moto_url, monkeypatch):
+    requests.post(moto_url + "/moto-api/reset", timeout=10).raise_for_status()
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    return moto_url
 
 
 def test_an_index_under_an_s3_prefix(s3_env):
