@@ -43,6 +43,16 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+# MMS puts its worker sockets in the temp dir, and a Unix socket path holds at most 107 bytes: under
+# a long TMPDIR (pytest's, say) the worker never connects. Such a server works in /tmp instead.
+MAX_TEMP_BASE = 48
+
+
+def workdir_base() -> Path:
+    base = Path(tempfile.gettempdir())
+    return base if len(str(base)) <= MAX_TEMP_BASE else Path("/tmp")
+
+
 def _owner_tag(pid: int | None = None) -> str:
     pid = pid or os.getpid()
     return f"{pid} {_start_time(pid)}"
@@ -103,7 +113,9 @@ class ModelServer:
 
     def start(self, wait: bool = True) -> "ModelServer":
         remove_stale_workdirs()
-        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        if workdir_base() != Path(tempfile.gettempdir()):
+            remove_stale_workdirs(workdir_base())
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=workdir_base()))
         (self.workdir / OWNER_FILE).write_text(_owner_tag())
         model_dir = self.model_path
         try:
