@@ -32,18 +32,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
 from clip_search.demo_data import GROCERY  # noqa: E402
+from clip_search.runtimes import cpu_flags  # noqa: E402
 
 TARGET_P50_MS, TARGET_P99_MS = 15.0, 40.0
 URL_LINE = re.compile(r"clip-search app: (http://[^/\s]+)/")
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"]
-    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512"
 
 
 def model_dir(args) -> Path:

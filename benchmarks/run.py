@@ -33,6 +33,7 @@ from clip_search.serving.batch import _prepare_images  # noqa: E402  (the handle
 from clip_search.artifact import extract_artifact, verify_artifact  # noqa: E402
 from clip_search.packaging.build import package_model  # noqa: E402
 from clip_search.encoder import ClipEncoder, resolve_threads  # noqa: E402
+from clip_search.runtimes import cpu_flags  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
 from clip_search.packaging.export import AUTO_CANDIDATES  # noqa: E402
 from clip_search.packaging.guard import AccuracyGuardError  # noqa: E402
@@ -486,7 +487,7 @@ def main(argv=None):
     print(f"# clip-search benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"machine: {platform.processor() or platform.machine()}, {threads} threads, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; model: "
-          f"{'clip-search test model' if args.quick else args.arch + ' random weights'}; CPU flags: {_cpu_flags()}")
+          f"{'clip-search test model' if args.quick else args.arch + ' random weights'}; CPU flags: {cpu_flags()}")
     models = artifacts(args)
     for runtime, value in models.items():
         if isinstance(value, str):
@@ -513,15 +514,6 @@ def main(argv=None):
         cold_rows(args, models, ["torch"] + [runtime for runtime, _ in paths if runtime != "torch"])
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-
-
-def _cpu_flags() -> str:
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"]
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))
 sys.path.insert(0, str(REPO))
 
-from benchmarks.run import GROCERY, _cpu_flags, interleaved, pct, table  # noqa: E402
+from benchmarks.run import GROCERY, interleaved, pct, table  # noqa: E402
+from clip_search.runtimes import cpu_flags  # noqa: E402
 from tests.container.docker_helpers import SERVERLESS_ARGS, ServingContainer, docker, image_size_bytes  # noqa: E402
 
 MEMORY_MB = (2048, 3072, 4096, 6144)
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
     load = os.getloadavg()
     print(f"# clip-search serverless benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"host: {os.cpu_count()} vCPUs (shared with other jobs), load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} at start; model: {args.arch} random weights; CPU flags: {_cpu_flags()}")
+          f"{load[2]:.2f} at start; model: {args.arch} random weights; CPU flags: {cpu_flags()}")
     print(f"command: python -m benchmarks.serverless {' '.join(argv or sys.argv[1:])}")
 
     tars = {"onnx-int8": package(work, "onnx-int8", args.arch), "torch": package(work, "torch", args.arch)}

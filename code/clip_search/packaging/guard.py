@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_search import settings
+from clip_search.runtimes import cpu_flags
 from clip_search.demo_data import GROCERY
 
 logger = logging.getLogger(__name__)
@@ -215,17 +216,6 @@ def end_to_end(model_dir: Path, manifest: dict, runtime: str, candidate, referen
         "min_cosine_text": round(float(text.min()), 6),
         "mean_cosine_text": round(float(text.mean()), 6),
     }
-
-
-def cpu_flags() -> str:
-    """The instruction sets that change int8/bf16 results, of the CPU the guard ran on."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next(line for line in handle if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(flag for flag in wanted if flag in flags) or "no avx2"
 
 
 def _describe(root: Path) -> str:

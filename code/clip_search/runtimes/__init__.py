@@ -87,3 +87,14 @@ def _runtime_class(name: str):
         require(*REQUIRES[name], what=f"the {name} runtime")
     module_name, class_name = RUNTIMES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def cpu_flags() -> str:
+    """The instruction sets that change int8/bf16 results, of this CPU (recorded by the accuracy guard, printed by the benchmarks)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(line for line in handle if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(flag for flag in wanted if flag in flags) or "no avx2"
