@@ -68,17 +68,25 @@ fi
 wheelhouse_s=$((SECONDS - started))
 # The project's wheel goes in its own layer (see the Dockerfile).
 mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
-# The image's requirements: the wheel's Requires-Dist for core + this variant's extras.
-"$PYTHON" - "$BUILD"/project/clip_search-*.whl "$EXTRAS" > "$BUILD/requirements.txt" <<'PY'
+# The image's requirements: the wheel's Requires-Dist for core + this variant's extras, less the
+# embedded index's packages. The image encodes (/invocations); it never opens an index, so LanceDB
+# and Arrow (~370 MB installed, more than half the slim image) stay out. clip_search.search.index
+# imports them only when an index is opened; tests/container/test_image.py checks they are absent.
+NOT_SERVED="lancedb pyarrow filelock"
+"$PYTHON" - "$BUILD"/project/clip_search-*.whl "$EXTRAS" "$NOT_SERVED" > "$BUILD/requirements.txt" <<'PY'
 import sys, zipfile
 from email.parser import Parser
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     metadata = Parser().parsestr(wheel.read(name).decode())
 extras = [""] + sys.argv[2].split(",")
+not_served = {canonicalize_name(n) for n in sys.argv[3].split()}
 for line in metadata.get_all("Requires-Dist") or []:
     requirement = Requirement(line)
+    if canonicalize_name(requirement.name) in not_served:
+        continue
     if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in extras):
         requirement.marker = None
         print(requirement)
