@@ -116,9 +116,11 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
-def start_app(index: Path, model: Path):
-    process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", "--index", str(index), "--model", str(model),
-                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
+def start_app(index: Path, model: Path, log: Path):
+    """`clip-search app` as its own process; its log (warnings, errors) goes to `log`."""
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", "--index", str(index), "--model",
+                                    str(model), "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
     found: list[str] = []
     ready = threading.Event()
 
@@ -132,7 +134,7 @@ def start_app(index: Path, model: Path):
     threading.Thread(target=read, daemon=True).start()
     if not ready.wait(300):
         process.kill()
-        raise SystemExit("clip-search app did not start within 300 s")
+        raise SystemExit(f"clip-search app did not start within 300 s; its log: {log}\n{log.read_text()[-3000:]}")
     return process, found[0]
 
 
@@ -237,7 +239,8 @@ def main(argv=None):
     print(f"command: python -m benchmarks.app_latency {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; CPU flags: {cpu_flags()}")
-    process, url = start_app(index, model)
+    log = Path(args.work) / "app-latency-app.log"
+    process, url = start_app(index, model, log)
     try:
         import requests
 
@@ -245,6 +248,9 @@ def main(argv=None):
         print(f"app: {url}, model {health['model']}, {health['products']:,} products ({health['backend']}), "
               f"k={args.k}, {server_implementations()}")
         stages = measure(url, queries(), args.queries, args.k)
+    except BaseException:
+        print(f"the app's log ({log}):\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         process.terminate()
         process.wait(30)
