@@ -21,6 +21,17 @@ def test_quick_app_latency_benchmark_prints_its_table(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "top-10 of 10,000 products, 100 queries" in out and "CPU flags:" in out
-    for label in ("encode (in process)", "search (embedded index)", "HTTP + routing + JSON (the rest)", "round trip (client-side)"):
-        assert re.search(re.escape(label) + r" +\| +[\d.]+ \| +[\d.]+ \|", out), out
+    assert "command: python -m benchmarks.app_latency --quick" in out and "load average at end:" in out
+    rows = {}
+    for label in ("encode (in process, onnx-int8)", "search (embedded index)", "app: routing, parsing, threads, JSON",
+                  "HTTP: sockets, uvicorn, client", "round trip (client-side)"):
+        match = re.search(re.escape(label) + r" +\| +([\d.]+) \| +([\d.]+) \| +(\d+)% \|", out)
+        assert match, out
+        rows[label] = [float(value) for value in match.groups()]
+    assert all(p50 <= p99 for p50, p99, _ in rows.values()), rows
+    assert rows["round trip (client-side)"][2] == 100
+    # the stages are parts of the round trip: at p50 they cannot add up to much more than it
+    assert sum(row[0] for label, row in rows.items() if not label.startswith("round")) <= \
+        1.5 * rows["round trip (client-side)"][0] + 1, rows
+    assert re.search(r"round trip \(client-side\) .*\| \d+\.\d\dx of 15, \d+\.\d\dx of 40 ms", out), out
     assert re.search(r"target p50 <= 15 ms, p99 <= 40 ms: (met|NOT met)", out)
