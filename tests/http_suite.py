@@ -172,6 +172,26 @@ def test_pixel_bomb_is_413(server_url):
     assert_error(post(server_url, buffer.getvalue(), "image/png"), 413, "over the limit")
 
 
+def _png(width, height, mode="L"):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_hostile_pngs_get_the_projects_limits_not_gigabytes(server_url):
+    strip = _png(20000, 1)  # ~140 bytes; scaled to the model input it would be 4.5 G pixels
+    assert len(strip) < 1000
+    assert_error(post(server_url, strip, "image/png"), 400, "CLIP_SEARCH_MAX_ASPECT_RATIO")
+    # 400 M pixels: Pillow's own bomb guard fires first, and the message is still ours
+    bomb = post(server_url, _png(20000, 20000, "1"), "image/png")
+    assert_error(bomb, 413, "CLIP_SEARCH_MAX_IMAGE_PIXELS")
+    assert "decompression bomb" not in bomb.text
+    good = post(server_url, b"after the strip", "text/plain")
+    assert good.status_code == 200 and len(good.json()["embeddings"][0]) == DIM
+
+
 def test_server_keeps_serving_after_a_burst_of_bad_requests(server_url):
     bad = [(b"{bad", "application/json"), (b"\xff", "text/plain"), (b"junk", "image/png"),
            (b"x", "video/mp4"), (b"", "application/jsonlines")]
