@@ -38,15 +38,28 @@ def _serve(model, port, temp):
 
 
 def _wait_serving(process, temp, port, timeout=600):
-    """`clip-search serve` prints "serving ..." once a real embedding came back (its own check)."""
+    """`clip-search serve` prints "serving MODEL on URL (POST URL/invocations; Ctrl-C stops)" once a real
+    embedding came back (its own check). Not just "serving ": the test model's warning says that too,
+    before Java even starts."""
     log = temp.parent / f"serve-{port}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-        if b"serving " in log.read_bytes():
+        if f":{port}/invocations; Ctrl-C stops)".encode() in log.read_bytes():
             return
         time.sleep(0.5)
     raise AssertionError("serve never became ready")
+
+
+def _names(processes) -> set:
+    """Names of the processes still there (a short-lived child can be a zombie or gone by now)."""
+    names = set()
+    for process in processes:
+        try:
+            names.add(process.name())
+        except psutil.Error:
+            pass
+    return names
 
 
 def _refused(port) -> bool:
@@ -66,9 +79,10 @@ def test_kill_9_of_serve_leaves_no_java_no_worker_no_port_and_no_temp_dir(test_m
     try:
         _wait_serving(process, temp, port)
         family = psutil.Process(process.pid).children(recursive=True)
-        assert any("java" in p.name() for p in family)
-        family += [p for p in psutil.process_iter() if "clip_search.serving.watchdog" in " ".join(p.cmdline())
-                   and p.ppid() == process.pid]
+        assert "java" in _names(family)
+        family += [p for p in psutil.process_iter(["cmdline", "ppid"])  # attrs: None, not an error, for zombies
+                   if "clip_search.serving.watchdog" in " ".join(p.info["cmdline"] or [])
+                   and p.info["ppid"] == process.pid]
         process.kill()  # SIGKILL: no handler runs, no cleanup of its own
         process.wait()
         assert _gone(family) == []
