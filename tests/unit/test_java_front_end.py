@@ -4,6 +4,8 @@ import logging
 import struct
 import zipfile
 
+import pytest
+
 from clip_search.serving import java_front_end as front_end
 
 LOGGER = "clip_search.serving.java_front_end"
@@ -41,20 +43,23 @@ def _jar_with(tmp_path, entries: dict):
     return jar
 
 
-def test_another_mms_keeps_its_own_class_with_a_warning(tmp_path, caplog):
-    other = _jar_with(tmp_path, {front_end.CLASS_PATH: b"\xca\xfe\xba\xbe another version"})
+def test_another_mms_version_keeps_its_own_class_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(front_end, "mms_version", lambda: "1.2.0")
     workdir = tmp_path / "work"
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        assert not front_end.install(workdir, jar=other)
+        assert not front_end.install(workdir)
     assert not workdir.exists()
-    assert "not the multi-model-server 1.1.11 class" in caplog.text and "answered like POST" in caplog.text
+    assert "multi-model-server 1.2.0 is not 1.1.11" in caplog.text and "answered like POST" in caplog.text
 
 
-def test_a_jar_without_the_class_is_left_alone(tmp_path, caplog):
+def test_build_refuses_a_jar_whose_class_is_not_the_one_ours_stands_in_for(tmp_path):
+    other = _jar_with(tmp_path, {front_end.CLASS_PATH: b"\xca\xfe\xba\xbe another version"})
+    with pytest.raises(front_end.FrontEndError, match="not the multi-model-server 1.1.11 class"):
+        front_end.build(tmp_path / "classes", jar=other)
     empty = _jar_with(tmp_path, {"META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\n"})
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        assert not front_end.install(tmp_path / "work", jar=empty)
-    assert "sha256 None" in caplog.text
+    with pytest.raises(front_end.FrontEndError, match="sha256 None"):
+        front_end.build(tmp_path / "classes", jar=empty)
+    assert not (tmp_path / "classes").exists()
 
 
 def test_no_javac_and_nothing_compiled_warns_and_starts_without_them(tmp_path, monkeypatch, caplog):
