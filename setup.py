@@ -74,6 +74,7 @@ setup(
         "clip_search.packaging": ["model_configs/*.json"],
         "clip_search.demo_data": ["grocery/*.jsonl", "grocery/*.md", "grocery/LICENSE", "grocery/images/*"],
         "clip_search.app": ["static/*"],
+        "clip_search.serving": ["java/*.java"],
     },
     include_package_data=True,
     install_requires=CORE,

@@ -140,12 +140,56 @@ def test_error_statuses(server_url):
     assert_error(post(server_url, too_many, "application/json"), 413, "2000 items")
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"])
+def test_methods_other_than_post_on_invocations_get_405_json(server_url, method):
+    # a body the handler would encode if it got there: the 405 must come before the model
+    response = requests.request(method, server_url + "/invocations", data=b"oat milk", timeout=60,
+                                headers={"Content-Type": "text/plain"})
+    assert_error(response, 405, f"method {method} is not allowed on /invocations")
+    assert response.headers["Allow"] == "POST"
+    assert "embeddings" not in response.text
+
+
+def test_head_on_invocations_gets_405_and_the_routes_around_it_still_work(server_url):
+    head = requests.head(server_url + "/invocations", timeout=60)
+    assert head.status_code == 405 and head.headers["Allow"] == "POST" and not head.content
+    query = requests.get(server_url + "/invocations?model_name=model", timeout=60)
+    assert_error(query, 405, "method GET is not allowed")
+    # the handler the guard stands in for: MMS's API description, and its 405 for POST /
+    assert requests.options(server_url + "/", timeout=60).json()["openapi"].startswith("3.")
+    assert requests.get(server_url + "/api-description", timeout=60).json()["openapi"].startswith("3.")
+    assert requests.post(server_url + "/", timeout=60).status_code == 405
+    assert requests.get(server_url + "/ping", timeout=10).status_code == 200
+    good = post(server_url, b"still POST", "text/plain")
+    assert good.status_code == 200 and len(good.json()["embeddings"][0]) == DIM
+
+
 def test_pixel_bomb_is_413(server_url):
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("1", (12000, 12000)).save(buffer, "PNG")
     assert_error(post(server_url, buffer.getvalue(), "image/png"), 413, "over the limit")
+
+
+def _png(width, height, mode="L"):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_hostile_pngs_get_the_projects_limits_not_gigabytes(server_url):
+    strip = _png(20000, 1)  # ~140 bytes; scaled to the model input it would be 4.5 G pixels
+    assert len(strip) < 1000
+    assert_error(post(server_url, strip, "image/png"), 400, "CLIP_SEARCH_MAX_ASPECT_RATIO")
+    # 400 M pixels: Pillow's own bomb guard fires first, and the message is still ours
+    bomb = post(server_url, _png(20000, 20000, "1"), "image/png")
+    assert_error(bomb, 413, "CLIP_SEARCH_MAX_IMAGE_PIXELS")
+    assert "decompression bomb" not in bomb.text
+    good = post(server_url, b"after the strip", "text/plain")
+    assert good.status_code == 200 and len(good.json()["embeddings"][0]) == DIM
 
 
 def test_server_keeps_serving_after_a_burst_of_bad_requests(server_url):

@@ -10,7 +10,7 @@ from tests.fuzz.strategies import accepts, bodies, content_types
 
 pytestmark = pytest.mark.fuzz
 
-METHODS = st.sampled_from(["POST", "POST", "POST", "PUT", "GET"])
+METHODS = st.sampled_from(["POST", "POST", "POST", "PUT", "GET", "DELETE", "PATCH", "OPTIONS"])
 
 
 def _good(url):

@@ -1,5 +1,6 @@
 """The real server under hostile conditions: its parent killed, oversize bodies, charsets, a soak."""
 import base64
+import http.client
 import json
 import os
 import signal
@@ -37,15 +38,28 @@ def _serve(model, port, temp):
 
 
 def _wait_serving(process, temp, port, timeout=600):
-    """`clip-search serve` prints "serving ..." once a real embedding came back (its own check)."""
+    """`clip-search serve` prints "serving MODEL on URL (POST URL/invocations; Ctrl-C stops)" once a real
+    embedding came back (its own check). Not just "serving ": the test model's warning says that too,
+    before Java even starts."""
     log = temp.parent / f"serve-{port}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-        if b"serving " in log.read_bytes():
+        if f":{port}/invocations; Ctrl-C stops)".encode() in log.read_bytes():
             return
         time.sleep(0.5)
     raise AssertionError("serve never became ready")
+
+
+def _names(processes) -> set:
+    """Names of the processes still there (a short-lived child can be a zombie or gone by now)."""
+    names = set()
+    for process in processes:
+        try:
+            names.add(process.name())
+        except psutil.Error:
+            pass
+    return names
 
 
 def _refused(port) -> bool:
@@ -65,9 +79,10 @@ def test_kill_9_of_serve_leaves_no_java_no_worker_no_port_and_no_temp_dir(test_m
     try:
         _wait_serving(process, temp, port)
         family = psutil.Process(process.pid).children(recursive=True)
-        assert any("java" in p.name() for p in family)
-        family += [p for p in psutil.process_iter() if "clip_search.serving.watchdog" in " ".join(p.cmdline())
-                   and p.ppid() == process.pid]
+        assert "java" in _names(family)
+        family += [p for p in psutil.process_iter(["cmdline", "ppid"])  # attrs: None, not an error, for zombies
+                   if "clip_search.serving.watchdog" in " ".join(p.info["cmdline"] or [])
+                   and p.info["ppid"] == process.pid]
         process.kill()  # SIGKILL: no handler runs, no cleanup of its own
         process.wait()
         assert _gone(family) == []
@@ -130,6 +145,40 @@ def test_a_body_over_the_limit_gets_the_documented_json_413(small_limit_server):
     ok = requests.post(small_limit_server.url + "/invocations", data=b"apple",
                        headers={"Content-Type": "text/plain"}, timeout=60)
     assert ok.status_code == 200
+
+
+def _assert_json_413_from_the_front_end(response_status, content_type, body):
+    assert response_status == 413
+    assert content_type.startswith("application/json")
+    answer = json.loads(body)
+    assert answer["status"] == 413
+    assert "over the model server's limit" in answer["error"] and "SAGEMAKER_MAX_PAYLOAD_IN_MB" in answer["error"]
+
+
+def test_a_body_over_what_the_java_front_end_takes_gets_the_json_413_too(native_server):
+    # 40 MiB: over twice the default 6 MB limit, so Java's aggregator refuses it, not the handler
+    response = requests.post(native_server.url + "/invocations", data=b"a" * (40 << 20),
+                             headers={"Content-Type": "text/plain"}, timeout=120)
+    _assert_json_413_from_the_front_end(response.status_code, response.headers.get("Content-Type", ""),
+                                        response.content)
+    assert str(40 << 20) in response.json()["error"]
+
+
+def test_expect_100_continue_over_the_limit_gets_the_json_413_and_the_connection_stays(native_server):
+    # what curl sends for a large body: the refusal comes before the body, on a connection kept open
+    host, port = native_server.url.split("//")[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.putrequest("POST", "/invocations")
+    connection.putheader("Content-Type", "text/plain")
+    connection.putheader("Content-Length", str(40 << 20))
+    connection.putheader("Expect", "100-continue")
+    connection.endheaders()
+    response = connection.getresponse()
+    _assert_json_413_from_the_front_end(response.status, response.getheader("Content-Type", ""), response.read())
+    connection.request("POST", "/invocations", body=b"oat milk", headers={"Content-Type": "text/plain"})
+    again = connection.getresponse()
+    assert again.status == 200 and len(json.loads(again.read())["embeddings"][0]) == 64
+    connection.close()
 
 
 def test_the_charset_is_honoured_by_the_real_server(server_url):

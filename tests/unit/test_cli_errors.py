@@ -103,6 +103,18 @@ def test_a_latin1_catalogue_reads_with_encoding():
     assert [product.title for product in products] == ["Crème brûlée"]
 
 
+def test_index_encoding_flag_reads_a_latin1_catalogue(tmp_path, test_model_tar):
+    catalogue = tmp_path / "products.csv"
+    catalogue.write_bytes("id,title\nc1,Crème brûlée\nc2,Oat milk\n".encode("latin-1"))
+    index = tmp_path / "index"
+    result = run("index", "--catalogue", catalogue, "--encoding", "latin-1", "--index", index,
+                 "--model", test_model_tar)
+    assert result.exit_code == 0, result.output
+    found = run("search", "--index", index, "Crème brûlée", "-k", "1")
+    assert found.exit_code == 0, found.output
+    assert "c1" in found.stdout and "Crème brûlée" in found.stdout  # the title decoded, not mojibake
+
+
 def test_model_mismatch_while_indexing_names_both_models(tmp_path):
     from clip_search.search.errors import ModelMismatchError
     from clip_search.search.index import open_index

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clip_search import settings
 from clip_search.artifact import mark_verified, verify_artifact
-from clip_search.serving import mms
+from clip_search.serving import java_front_end, mms
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def launch(model_dir: Path, workdir: Path, inference_address: str, management_ad
     settings.log_effective(logger)
     (Path(workdir) / "logs").mkdir(parents=True, exist_ok=True)
     config = mms.write_config(Path(workdir), inference_address, management_address, handler)
+    java_front_end.install(Path(workdir))  # our 405 and 413 in MMS: its cwd is first on its class path
     env = mms.worker_environment(Path(workdir))
     mark_verified(model_dir, env)
     env.update(extra_env or {})
