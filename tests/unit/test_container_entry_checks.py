@@ -5,6 +5,7 @@ healthy-looking server. The start itself is in tests/server/test_serving_lifecyc
 import importlib.util
 import json
 import logging
+import tempfile
 
 import pytest
 
@@ -79,8 +80,8 @@ def test_the_model_is_read_from_base_dir_model(monkeypatch, tmp_path):
 def test_main_exits_1_on_a_bad_setting_before_anything_starts(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "40000")
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))  # no model there either: settings come first
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where mkdtemp would make the work dir
     with caplog.at_level(logging.ERROR, logger="clip_search.serve"):
         assert container_entry.main() == 1
     [line] = [r.getMessage() for r in caplog.records if r.name == "clip_search.serve"]
@@ -93,6 +94,8 @@ def test_main_exits_1_when_the_runtime_cannot_be_served(monkeypatch, caplog, tmp
     model_dir(tmp_path, "torch")
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     monkeypatch.delenv("CLIP_SEARCH_RUNTIME", raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     without("torch")
     with caplog.at_level(logging.ERROR, logger="clip_search.serve"):
         assert container_entry.main() == 1
