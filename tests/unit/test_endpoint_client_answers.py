@@ -1,62 +1,26 @@
 """EndpointClient against answers the real server never gives: a server on loopback that answers
 each POST with a scripted status and body, so every way an endpoint can fail reaches the client
 over real HTTP. (What the real server answers is in tests/publish/test_endpoint_client.py.)"""
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from clip_search.endpoint_client import EndpointClient, EndpointError, embedding_lines
-
-
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    answers: list = []   # (status, body) per request, in order
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 - the standard library's name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append({"path": self.path, "body": body, "content_type": self.headers["Content-Type"],
-                                    "accept": self.headers["Accept"],
-                                    "authorization": self.headers.get("Authorization", "")})
-        status, answer = type(self).answers.pop(0)
-        if callable(answer):
-            answer = answer(body)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args):
-        pass
+from tests.scripted_endpoint import ScriptedEndpoint, echo_ids as _echo_ids, json_lines as _lines
 
 
 @pytest.fixture(scope="module")
-def scripted_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+def scripted():
+    with ScriptedEndpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
-def endpoint(scripted_server):
-    _Scripted.answers, _Scripted.received = [], []
-    yield scripted_server, _Scripted
-    assert _Scripted.answers == [], "a scripted answer was never asked for"
-
-
-def _lines(*records) -> bytes:
-    return b"\n".join(json.dumps(record).encode() for record in records)
-
-
-def _echo_ids(vector):
-    """An answer with one embedding per request line, for the ids the client sent."""
-    def answer(body):
-        return _lines(*({"id": json.loads(line)["id"], "embedding": vector} for line in body.splitlines()))
-    return answer
+def endpoint(scripted):
+    scripted.reset()
+    yield scripted.url, scripted
+    assert scripted.answers == [], "a scripted answer was never asked for"
 
 
 def test_the_url_gets_invocations_once_and_records_go_as_json_lines(endpoint):
