@@ -99,3 +99,18 @@ def test_a_query_photo_that_cannot_be_decoded_names_it(client, tmp_path):
     with pytest.raises(SearchError, match="^query image: "):
         client.search_image(b"not an image")
     assert client.index.count() == 6  # nothing lost
+
+
+def test_the_package_exposes_search_client_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, clip_search.search as s\n"
+            "before = sorted(m for m in sys.modules if m.split('.')[0] in ('lancedb', 'torch', 'pyarrow', 'opensearchpy'))\n"
+            "from clip_search.search import SearchClient\n"
+            "from clip_search.search.client import SearchClient as direct\n"
+            "try:\n    s.NoSuchThing\nexcept AttributeError as error:\n    missing = str(error)\n"
+            "print(before, SearchClient is direct, missing)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True", "NoSuchThing"]
