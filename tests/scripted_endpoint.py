@@ -5,6 +5,8 @@ import http.server
 import json
 import threading
 
+import pytest
+
 
 class ScriptedEndpoint:
     def __init__(self):
@@ -53,3 +55,18 @@ def echo_ids(vector):
     def answer(body):
         return json_lines(*({"id": json.loads(line)["id"], "embedding": vector} for line in body.splitlines()))
     return answer
+
+
+# Fixtures for test modules: `from tests.scripted_endpoint import endpoint, scripted  # noqa: F401`.
+@pytest.fixture(scope="module")
+def scripted():
+    with ScriptedEndpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def endpoint(scripted):
+    """The module's scripted endpoint, reset; every scripted answer must have been asked for."""
+    scripted.reset()
+    yield scripted
+    assert scripted.answers == [], "a scripted answer was never asked for"

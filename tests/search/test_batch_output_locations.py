@@ -2,18 +2,16 @@
 as `clip-search index --embeddings` reads it: every part merged, errors kept per record, and every
 failure an EncodingError naming the location."""
 import json
-import os
 
-import boto3
 import numpy as np
 import pytest
-import requests
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
 from clip_search.cli import main
 from clip_search.search.embeddings import read_batch_output
 from clip_search.search.errors import EncodingError
+from tests.moto_s3 import use_moto_s3
 
 BUCKET = "clip-search-transform-bucket"
 
@@ -24,17 +22,7 @@ def out_lines(*records) -> bytes:
 
 @pytest.fixture
 def s3(moto_url, monkeypatch):
-    requests.post(moto_url + "/moto-api/reset", timeout=10).raise_for_status()
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    return client
+    return use_moto_s3(moto_url, monkeypatch, BUCKET)
 
 
 def test_every_out_part_under_an_s3_prefix_is_merged(s3):

@@ -12,20 +12,8 @@ from botocore.config import Config
 
 from clip_search.search.embeddings import EndpointEmbedder, SageMakerEmbedder, embedder_for
 from clip_search.search.errors import EncodingError
-from tests.scripted_endpoint import ScriptedEndpoint, echo_ids, json_lines
-
-
-@pytest.fixture(scope="module")
-def scripted():
-    with ScriptedEndpoint() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def endpoint(scripted):
-    scripted.reset()
-    yield scripted
-    assert scripted.answers == [], "a scripted answer was never asked for"
+from tests.scripted_endpoint import echo_ids, json_lines
+from tests.scripted_endpoint import endpoint, scripted  # noqa: F401 - fixtures
 
 
 def test_the_endpoint_names_its_model_and_encodes(endpoint):

@@ -7,20 +7,13 @@ import numpy as np
 import pytest
 
 from clip_search.endpoint_client import EndpointClient, EndpointError, embedding_lines
-from tests.scripted_endpoint import ScriptedEndpoint, echo_ids as _echo_ids, json_lines as _lines
-
-
-@pytest.fixture(scope="module")
-def scripted():
-    with ScriptedEndpoint() as endpoint:
-        yield endpoint
+from tests.scripted_endpoint import echo_ids as _echo_ids, json_lines as _lines
+from tests.scripted_endpoint import endpoint as scripted_endpoint, scripted  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def endpoint(scripted):
-    scripted.reset()
-    yield scripted.url, scripted
-    assert scripted.answers == [], "a scripted answer was never asked for"
+def endpoint(scripted_endpoint):
+    return scripted_endpoint.url, scripted_endpoint
 
 
 def test_the_url_gets_invocations_once_and_records_go_as_json_lines(endpoint):

@@ -8,7 +8,7 @@ from clip_search import extras
 def test_an_unknown_extra_is_refused_listing_the_known_ones():
     with pytest.raises(KeyError) as error:
         extras.require("serving")
-    assert error.value.args[0] == ("unknown extra 'serving'; known: app, openvino, opensearch, package, pgvector, "
+    assert error.value.args[0] == ("unknown extra 'serving'; known: app, opensearch, openvino, package, pgvector, "
                                    "publish, serve")
 
 

@@ -10,12 +10,12 @@ import os
 import threading
 import time
 
-import boto3
 import pytest
 import requests
 
 from clip_search import files
 from clip_search.files import FileAccessError
+from tests.moto_s3 import use_moto_s3
 
 BUCKET = "clip-search-files-bucket"
 
@@ -173,17 +173,7 @@ def test_list_prefix_of_a_url_is_refused():
 
 @pytest.fixture
 def s3(moto_url, monkeypatch):
-    requests.post(moto_url + "/moto-api/reset", timeout=10).raise_for_status()
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    return client
+    return use_moto_s3(moto_url, monkeypatch, BUCKET)
 
 
 def test_s3_read_and_missing_key_and_bucket(s3):
