@@ -55,8 +55,11 @@ def read_bytes(location, timeout: float = 30) -> bytes:
         if kind in ("http", "https"):
             import fsspec
 
-            with fsspec.open(location, "rb", client_kwargs={"timeout": _aiohttp_timeout(timeout)}) as handle:
-                return handle.read()
+            # One GET (cat_file), not fsspec.open: open's HEAD probe turns every failure (a 500, a
+            # timeout, nothing listening) into FileNotFoundError. cat_file raises that for a 404 only.
+            http = fsspec.filesystem("http", skip_instance_cache=True,
+                                     client_kwargs={"timeout": _aiohttp_timeout(timeout)})
+            return http.cat_file(location)
         return Path(local_path(location)).read_bytes()
     except FileAccessError:
         raise
@@ -91,8 +94,11 @@ def list_prefix(location: str, suffixes: tuple[str, ...] = ()) -> Iterator[str]:
         bucket, prefix = split_s3(location)
         client = _s3()
         keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [item["Key"] for item in page.get("Contents", [])]
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        except Exception as error:  # noqa: BLE001 - botocore's errors (no such bucket, access, network)
+            raise FileAccessError(f"cannot list {location}: {_reason(error)}") from error
         for key in sorted(keys):
             if not suffixes or key.endswith(suffixes):
                 yield f"s3://{bucket}/{key}"

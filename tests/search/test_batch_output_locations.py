@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
 from clip_search.cli import main
@@ -58,11 +57,6 @@ def test_a_malformed_part_names_the_file_and_the_line(s3):
         read_batch_output(f"s3://{BUCKET}/out/")
 
 
-# BUG (issue 18, reported to the lead): files.list_prefix does not wrap S3 errors in FileAccessError
-# (only read_bytes does), so read_batch_output's `except files.FileAccessError` never sees them: a
-# missing bucket reaches the CLI as a bare botocore ClientError, printed as an unexpected error
-# ("ClientError: ... (run with --debug for the traceback)") instead of naming the location.
-@pytest.mark.xfail(strict=True, raises=ClientError, reason="files.list_prefix lets botocore errors through")
 def test_a_missing_bucket_is_an_encoding_error_naming_the_location(s3):
     with pytest.raises(EncodingError, match="s3://no-such-bucket-18/out/"):
         read_batch_output("s3://no-such-bucket-18/out/")

@@ -65,9 +65,6 @@ def test_a_csv_field_over_the_csv_limit_is_refused(tmp_path):
         list(read_catalogue(path))
 
 
-# BUG (issue 18, reported to the lead): catalogue._csv_rows names `reader.line_num`, the lines the
-# csv module has *finished*; an error raised inside a line names the line before it (here 4, not 5).
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="CSV errors name the line before the bad one")
 def test_a_csv_error_names_the_line_it_is_on(tmp_path):
     path = tmp_path / "products.csv"
     path.write_text('id,title\np1,apple\np2,pear\np3,plum\np4,"' + "x" * 200_000 + '"\n')

@@ -133,31 +133,18 @@ def test_http_timeout_is_honoured(http_url):
     assert time.monotonic() - start < 4  # the server answers after 5 s
 
 
-# BUG (issue 18, reported to the lead): fsspec's HTTP filesystem raises FileNotFoundError(url) for
-# *every* failure of its HEAD/GET probe (fsspec/implementations/http.py `_info`: `raise
-# FileNotFoundError(url) from exc`), and read_bytes maps FileNotFoundError to "no such file". So a
-# server error, a timeout and a server that is not even listening all read "URL: no such file",
-# which sends a user looking for a missing photo instead of a broken or unreachable server.
-# Strict: when files.py names the real cause these pass, and the marker must go.
-_HTTP_CAUSE_BUG = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                    reason="files.read_bytes reports every HTTP failure as 'no such file'")
-
-
-@_HTTP_CAUSE_BUG
 def test_http_500_names_the_status_not_a_missing_file(http_url):
     with pytest.raises(FileAccessError) as error:
         files.read_bytes(http_url + "/broken")
     assert "no such file" not in str(error.value) and "500" in str(error.value), str(error.value)
 
 
-@_HTTP_CAUSE_BUG
 def test_http_timeout_is_named_as_a_timeout(http_url):
     with pytest.raises(FileAccessError) as error:
         files.read_bytes(http_url + "/slow", timeout=0.5)
     assert "no such file" not in str(error.value) and "timeout" in str(error.value).lower(), str(error.value)
 
 
-@_HTTP_CAUSE_BUG
 def test_nothing_listening_is_named_as_unreachable():
     with pytest.raises(FileAccessError) as error:
         files.read_bytes("http://127.0.0.1:9/x.jpg", timeout=5)

@@ -119,7 +119,8 @@ def _csv_rows(path: Path, encoding: str | None = None):
             for number, row in enumerate(reader, 2):
                 yield number, {key.strip(): value for key, value in row.items() if key is not None}
         except csv.Error as error:
-            raise CatalogueError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
+            # line_num counts the lines the reader has finished; the error is on the next one.
+            raise CatalogueError(f"{path}:{reader.line_num + 1}: not valid CSV ({error})") from None
 
 
 def product_from_row(row: dict, base: Path | None = None, where: str = "") -> Product:
