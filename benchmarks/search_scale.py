@@ -3,7 +3,7 @@ style .out files, then ANN build, one upsert, queries (unfiltered, selective fil
 recall@10 against exact search, RSS and disk size; and the old faiss folder side by side (its code
 from git history, when faiss-cpu is installed).
 
-    python -m benchmarks.search_scale                      # 1,000,000 products, faiss at 200,000
+    flock /work/bench.lock python -m benchmarks.search_scale --faiss-rows 50000   # 1,000,000 products
     python -m benchmarks.search_scale --rows 200000 --faiss-rows 0 --workdir /tmp/scale
 
 Vectors: 512-d unit vectors around 2,000 random centres (like embeddings of many similar products;
@@ -148,8 +148,9 @@ def run_phase(args: list[str], env: dict | None = None) -> tuple[dict, float, fl
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
+        try:  # the phase and its worker processes (the .out parsers) together
+            family = [watched] + watched.children(recursive=True)
+            peak = max(peak, sum(member.memory_info().rss for member in family))
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -187,10 +188,22 @@ def phase_serve(index_dir: str, work: str):
     work = Path(work)
     queries = np.load(work / "queries.npy")
     truth = json.loads((work / "truth.json").read_text())
+    from clip_search.search.index import embedded
+
     index = EmbeddedIndex(index_dir)
     for query in queries[:20]:  # warm the caches a server would have warm
         index.search(query, k=10, fields=("image",))
     results = {}
+    default = embedded.NPROBES
+    for nprobes in sorted({default // 2, default, default * 2}):  # the recall / latency trade-off
+        embedded.NPROBES = nprobes
+        times, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found.append([hit.id for hit in index.search(query, k=10, fields=("image",))])
+            times.append(time.perf_counter() - started)
+        results[f"unfiltered_nprobes_{nprobes}"] = {**percentiles(times), "recall@10": recall(found, truth["all"])}
+    embedded.NPROBES = default
     for name, kwargs in (("unfiltered", {}), ("filter_shelf_0.1pct", {"filters": {"shelf": "s7"}}),
                          ("filter_department_33pct", {"filters": {"department": "Fruit"}}),
                          ("hybrid", {"keywords": "organic mango"})):
@@ -284,15 +297,20 @@ def main(argv=None):
             print(f"generated {args.rows} products in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         index_dir = work / "lancedb-index"
         shutil.rmtree(index_dir, ignore_errors=True)
-        report = {"rows": args.rows, "cpu_count": os.cpu_count()}
+        from clip_search.runtimes import cpu_flags
+
+        report = {"rows": args.rows, "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
+                  "load_average_start": [round(x, 1) for x in os.getloadavg()]}
         # Ingest: exact mode during the CLI run so that the ANN build is timed on its own.
         _, seconds, rss = run_phase([sys.executable, "-m", "clip_search.cli", "index", "--catalogue",
                                      str(work / "catalogue.jsonl"), "--index", str(index_dir), "--embeddings",
                                      str(work / "out"), "--model-id", "synthetic", "--no-titles", "--batch-size", "1024"],
                                     {**env, "CLIP_SEARCH_EXACT_MAX_ROWS": str(10**9)})
+        report["load_average_after_ingest"] = [round(x, 1) for x in os.getloadavg()]
         report["ingest"] = {"products_per_s": round(args.rows / seconds), "seconds": round(seconds, 1), "rss_gb": round(rss, 2)}
         build, seconds, rss = run_phase(me + ["--phase", "build", str(index_dir)], env)
         report["ann_build"] = {**build, "rss_gb": round(rss, 2)}
+        print(json.dumps(report), file=sys.stderr, flush=True)
         serve, _, rss = run_phase(me + ["--phase", "serve", str(index_dir), str(work)], env)
         report["serve"] = {**serve, "rss_gb": round(rss, 2)}
         report["disk_gb"] = round(du(index_dir), 2)
@@ -307,6 +325,7 @@ def main(argv=None):
                 faiss_report, _, rss = run_phase(me + ["--phase", "faiss", str(folder), str(work), str(args.faiss_rows)], env)
                 report["faiss"] = {"rows": args.faiss_rows, **faiss_report, "rss_gb": round(rss, 2),
                                    "disk_gb": round(du(folder), 2)}
+        report["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
         print(json.dumps(report, indent=2))
     finally:
         if not args.workdir:
