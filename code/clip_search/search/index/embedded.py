@@ -50,6 +50,9 @@ COMMIT_RETRIES = 8
 # IVF_HNSW_SQ and IVF_PQ because it builds ~30x faster on 2 cores at equal recall (60,000 rows:
 # RQ 10 s, PQ 300 s; HNSW_SQ took 321 s at 200,000); recall measured in the tests and benchmark.
 PARTITION_ROWS = 4096
+# RaBitQ's distance estimates sharpen with the dimension (error ~ 1/sqrt(dim)): below this (test
+# models, 32-d) the 1-bit codes rank too roughly, and IVF_HNSW_SQ, cheap to build there, is used.
+RQ_MIN_DIM = 256
 NPROBES = 20
 REFINE_FACTOR = 5
 READ_CACHE = 256  # per table version: where-clause row counts, field counts, whether ANN exists
@@ -384,7 +387,7 @@ class EmbeddedIndex(VectorIndex):
         rows = self._table.count_rows()
         if rows == 0:
             return
-        from lancedb.index import FTS, Bitmap, BTree, IvfRq, LabelList
+        from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq, IvfRq, LabelList
 
         existing = {tuple(config.columns): config for config in self._table.list_indices()}
         wanted = [(("id",), BTree()), (("tags",), LabelList()), (("title",), FTS(with_position=False)),
@@ -398,7 +401,9 @@ class EmbeddedIndex(VectorIndex):
                 continue
             start = time.perf_counter()
             if config is None:
-                config = IvfRq(distance_type="dot", num_partitions=max(1, round(rows / PARTITION_ROWS)))
+                partitions = max(1, round(rows / PARTITION_ROWS))
+                config = (IvfRq(distance_type="dot", num_partitions=partitions) if self.dim >= RQ_MIN_DIM else
+                          IvfHnswSq(distance_type="dot", num_partitions=partitions))
 
             def create(column=column, config=config):
                 if any(c.columns == [column] for c in self._table.list_indices()):
