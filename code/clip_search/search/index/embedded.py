@@ -45,14 +45,17 @@ LOCK_FILE = ".clip-search.lock"
 LOCK_TIMEOUT_SECONDS = 600
 COMMIT_RETRIES = 8
 # ANN: IVF_RQ, IVF partitions (one per PARTITION_ROWS rows: k-means training grows with the
-# partition count, and sqrt(rows) partitions took ~10 min at 1,000,000 rows here) over RaBitQ 1-bit codes (64 bytes a 512-d vector);
+# partition count) over RaBitQ codes (RQ_BITS a dimension);
 # the top k * REFINE_FACTOR candidates are re-ranked on the full float32 vectors. Chosen over
-# IVF_HNSW_SQ and IVF_PQ because it builds ~30x faster on 2 cores at equal recall (60,000 rows:
+# IVF_HNSW_SQ and IVF_PQ for build time on 2 cores (60,000 rows, 1-bit:
 # RQ 10 s, PQ 300 s; HNSW_SQ took 321 s at 200,000); recall measured in the tests and benchmark.
 PARTITION_ROWS = 4096
 # RaBitQ's distance estimates sharpen with the dimension (error ~ 1/sqrt(dim)): below this (test
-# models, 32-d) the 1-bit codes rank too roughly, and IVF_HNSW_SQ, cheap to build there, is used.
+# models, 32-d) the codes rank too roughly, and IVF_HNSW_SQ, cheap to build there, is used.
 RQ_MIN_DIM = 256
+# 4 bits a dimension: at 1,000,000 clustered 512-d rows 1-bit codes re-ranked 5 * k deep recalled
+# 0.53 (0.99 only 50 * k deep, at twice the latency); 4 bits recall 0.99 at 5 * k (build 2.5x longer).
+RQ_BITS = 4
 NPROBES = 20
 REFINE_FACTOR = 5
 READ_CACHE = 256  # per table version: where-clause row counts, field counts, whether ANN exists
@@ -402,7 +405,7 @@ class EmbeddedIndex(VectorIndex):
             start = time.perf_counter()
             if config is None:
                 partitions = max(1, round(rows / PARTITION_ROWS))
-                config = (IvfRq(distance_type="dot", num_partitions=partitions) if self.dim >= RQ_MIN_DIM else
+                config = (IvfRq(distance_type="dot", num_partitions=partitions, num_bits=RQ_BITS) if self.dim >= RQ_MIN_DIM else
                           IvfHnswSq(distance_type="dot", num_partitions=partitions))
 
             def create(column=column, config=config):
