@@ -3,7 +3,7 @@ style .out files, then ANN build, one upsert, queries (unfiltered, selective fil
 recall@10 against exact search, RSS and disk size; and the old faiss folder side by side (its code
 from git history, when faiss-cpu is installed).
 
-    python -m benchmarks.search_scale                      # 1,000,000 products, faiss at 200,000
+    flock /work/bench.lock python -m benchmarks.search_scale --faiss-rows 50000   # 1,000,000 products
     python -m benchmarks.search_scale --rows 200000 --faiss-rows 0 --workdir /tmp/scale
 
 Vectors: 512-d unit vectors around 2,000 random centres (like embeddings of many similar products;
@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 512
@@ -36,37 +38,81 @@ QUERIES = 200
 FAISS_COMMIT = "f1400ec"
 
 
-def vectors_for(start: int, count: int, centres: np.ndarray, seed: int) -> np.ndarray:
+def vectors_for(count: int, centres: np.ndarray, seed: int) -> np.ndarray:
+    """Unit vectors around random centres, rounded to 6 decimals (as written to the .out files, so
+    the ground truth is computed on exactly what the index holds)."""
     rng = np.random.default_rng(seed)
-    vectors = centres[rng.integers(0, len(centres), count)] + rng.standard_normal((count, DIM)).astype(np.float32) * 0.6
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = centres[rng.integers(0, len(centres), count)] + rng.standard_normal((count, DIM), np.float32) * 0.6
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.rint(vectors * 1e6).astype(np.int32)
+
+
+def format_vectors(micros: np.ndarray) -> np.ndarray:
+    """Rows of int micro-units -> one JSON number list per row, vectorised: every value is written
+    fixed-width as ` 0.012345` / `-0.012345` (JSON allows the space), so a row is one slice of a
+    uint8 array: (n, DIM * 10 + 1) bytes ending in `]`. Same 6 decimals as the old generator's
+    f"{v:.6f}", so parsing costs what real Batch Transform output costs (orjson writes ~10 digits)."""
+    n = len(micros)
+    cells = np.empty((n, DIM, 10), np.uint8)
+    cells[:, :, 0] = np.where(micros < 0, ord("-"), ord(" "))
+    magnitude = np.abs(micros)
+    cells[:, :, 1] = ord("0") + magnitude // 1_000_000
+    cells[:, :, 2] = ord(".")
+    for position in range(6):
+        cells[:, :, 8 - position] = ord("0") + (magnitude // 10 ** position) % 10
+    cells[:, :, 9] = ord(",")
+    cells[:, -1, 9] = ord("]")
+    return cells.reshape(n, DIM * 10)
+
+
+def _generate_part(args):
+    """One .out file and its catalogue slice (run in a worker process)."""
+    work, part, start, count, seed = args
+    work = Path(work)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((CENTRES, DIM)).astype(np.float32)
+    micros = vectors_for(count, centres, seed)
+    vectors = np.lib.format.open_memmap(work / "vectors.npy", mode="r+")
+    vectors[start:start + count] = micros.astype(np.float32) / np.float32(1e6)
+    vectors.flush()
+    del vectors
+    words = np.random.default_rng(seed + 10_000).integers(0, len(WORDS), (count, 3))
+    lines, rows = [], []
+    for offset in range(0, count, 5_000):
+        body = format_vectors(micros[offset:offset + 5_000])
+        for i, row in enumerate(body):
+            n = start + offset + i
+            lines.append(b'{"id": "p%d", "embedding": [%s}\n' % (n, row.tobytes()))
+            w = words[offset + i]
+            rows.append(orjson.dumps({
+                "id": f"p{n}", "title": f"{WORDS[w[0]]} {WORDS[w[1]]} {WORDS[w[2]]}",
+                "image": f"images/p{n}.jpg", "department": DEPARTMENTS[n % 3], "category": f"cat-{n % 40}",
+                "class_id": n % 81, "shelf": f"s{n % 1000}", "description": "synthetic product"}) + b"\n")
+    (work / "out" / f"part-{part:04d}.out").write_bytes(b"".join(lines))
+    (work / "catalogue" / f"part-{part:04d}.jsonl").write_bytes(b"".join(rows))
+    return part
 
 
 def generate(work: Path, rows: int, chunk: int = 50_000):
-    """catalogue.jsonl + out/part-NNNN.out + vectors.npy (float32, for exact ground truth)."""
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((CENTRES, DIM)).astype(np.float32)
-    out = work / "out"
-    out.mkdir(parents=True, exist_ok=True)
+    """catalogue.jsonl + out/part-NNNN.out + vectors.npy (float32, for exact ground truth), the parts
+    written by a process per core."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    for folder in ("out", "catalogue"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+        (work / folder).mkdir(parents=True)
     all_vectors = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=(rows, DIM))
-    with open(work / "catalogue.jsonl", "w") as catalogue:
-        for part, start in enumerate(range(0, rows, chunk)):
-            count = min(chunk, rows - start)
-            vectors = vectors_for(start, count, centres, seed=1 + part)
-            all_vectors[start:start + count] = vectors
-            words = rng.integers(0, len(WORDS), (count, 3))
-            with open(out / f"part-{part:04d}.out", "w") as lines:
-                for i in range(count):
-                    product_id = f"p{start + i}"
-                    lines.write('{"id": "%s", "embedding": [%s]}\n' % (
-                        product_id, ",".join(f"{v:.6f}" for v in vectors[i])))
-                    n = start + i
-                    catalogue.write(json.dumps({
-                        "id": product_id, "title": " ".join(WORDS[w] for w in words[i]),
-                        "image": f"images/{product_id}.jpg", "department": DEPARTMENTS[n % 3],
-                        "category": f"cat-{n % 40}", "class_id": n % 81, "shelf": f"s{n % 1000}",
-                        "description": "synthetic product"}) + "\n")
-    all_vectors.flush()
+    del all_vectors
+    parts = [(str(work), part, start, min(chunk, rows - start), 1 + part)
+             for part, start in enumerate(range(0, rows, chunk))]
+    with ProcessPoolExecutor(max_workers=min(len(parts), os.cpu_count() or 1)) as pool:
+        for _ in tqdm(pool.map(_generate_part, parts), total=len(parts), desc="generating", unit="part"):
+            pass
+    with open(work / "catalogue.jsonl", "wb") as catalogue:
+        for part in range(len(parts)):
+            catalogue.write((work / "catalogue" / f"part-{part:04d}.jsonl").read_bytes())
+    shutil.rmtree(work / "catalogue")
+    all_vectors = np.load(work / "vectors.npy", mmap_mode="r")
     query_rng = np.random.default_rng(99)
     picks = query_rng.integers(0, rows, QUERIES)
     queries = np.asarray(all_vectors[picks]) + query_rng.standard_normal((QUERIES, DIM)).astype(np.float32) * 0.05
@@ -102,8 +148,9 @@ def run_phase(args: list[str], env: dict | None = None) -> tuple[dict, float, fl
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
+        try:  # the phase and its worker processes (the .out parsers) together
+            family = [watched] + watched.children(recursive=True)
+            peak = max(peak, sum(member.memory_info().rss for member in family))
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -141,10 +188,22 @@ def phase_serve(index_dir: str, work: str):
     work = Path(work)
     queries = np.load(work / "queries.npy")
     truth = json.loads((work / "truth.json").read_text())
+    from clip_search.search.index import embedded
+
     index = EmbeddedIndex(index_dir)
     for query in queries[:20]:  # warm the caches a server would have warm
         index.search(query, k=10, fields=("image",))
     results = {}
+    default = embedded.NPROBES
+    for nprobes in sorted({default // 2, default, default * 2}):  # the recall / latency trade-off
+        embedded.NPROBES = nprobes
+        times, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found.append([hit.id for hit in index.search(query, k=10, fields=("image",))])
+            times.append(time.perf_counter() - started)
+        results[f"unfiltered_nprobes_{nprobes}"] = {**percentiles(times), "recall@10": recall(found, truth["all"])}
+    embedded.NPROBES = default
     for name, kwargs in (("unfiltered", {}), ("filter_shelf_0.1pct", {"filters": {"shelf": "s7"}}),
                          ("filter_department_33pct", {"filters": {"department": "Fruit"}}),
                          ("hybrid", {"keywords": "organic mango"})):
@@ -238,15 +297,20 @@ def main(argv=None):
             print(f"generated {args.rows} products in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         index_dir = work / "lancedb-index"
         shutil.rmtree(index_dir, ignore_errors=True)
-        report = {"rows": args.rows, "cpu_count": os.cpu_count()}
+        from clip_search.runtimes import cpu_flags
+
+        report = {"rows": args.rows, "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
+                  "load_average_start": [round(x, 1) for x in os.getloadavg()]}
         # Ingest: exact mode during the CLI run so that the ANN build is timed on its own.
         _, seconds, rss = run_phase([sys.executable, "-m", "clip_search.cli", "index", "--catalogue",
                                      str(work / "catalogue.jsonl"), "--index", str(index_dir), "--embeddings",
                                      str(work / "out"), "--model-id", "synthetic", "--no-titles", "--batch-size", "1024"],
                                     {**env, "CLIP_SEARCH_EXACT_MAX_ROWS": str(10**9)})
+        report["load_average_after_ingest"] = [round(x, 1) for x in os.getloadavg()]
         report["ingest"] = {"products_per_s": round(args.rows / seconds), "seconds": round(seconds, 1), "rss_gb": round(rss, 2)}
         build, seconds, rss = run_phase(me + ["--phase", "build", str(index_dir)], env)
         report["ann_build"] = {**build, "rss_gb": round(rss, 2)}
+        print(json.dumps(report), file=sys.stderr, flush=True)
         serve, _, rss = run_phase(me + ["--phase", "serve", str(index_dir), str(work)], env)
         report["serve"] = {**serve, "rss_gb": round(rss, 2)}
         report["disk_gb"] = round(du(index_dir), 2)
@@ -261,6 +325,7 @@ def main(argv=None):
                 faiss_report, _, rss = run_phase(me + ["--phase", "faiss", str(folder), str(work), str(args.faiss_rows)], env)
                 report["faiss"] = {"rows": args.faiss_rows, **faiss_report, "rss_gb": round(rss, 2),
                                    "disk_gb": round(du(folder), 2)}
+        report["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
         print(json.dumps(report, indent=2))
     finally:
         if not args.workdir:

@@ -23,13 +23,14 @@ from clip_search.serving.content_types import JSON, JSONLINES
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
 
 
-def embedding_lines(data: bytes | str, where: str = "answer") -> Iterator[tuple[str, np.ndarray | str]]:
+def embedding_lines(data: bytes | str, where: str = "answer", first_line: int = 1) -> Iterator[tuple[str, np.ndarray | str]]:
     """(id, embedding or error) per line of a JSON Lines answer of the handler contract (one
     `{"id", "embedding"}` or `{"id", "error"}` per line): endpoint answers and Batch Transform
-    `.out` files alike."""
+    `.out` files alike. `data` is the whole text or an iterable of lines (a chunk of a longer file,
+    whose first line is number `first_line` in error messages)."""
     import orjson
 
-    for number, line in enumerate(data.splitlines() if isinstance(data, (bytes, str)) else data, 1):
+    for number, line in enumerate(data.splitlines() if isinstance(data, (bytes, str)) else data, first_line):
         if not line.strip():
             continue
         try:

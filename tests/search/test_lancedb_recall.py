@@ -1,4 +1,4 @@
-"""ANN recall against exact search on 50,000 synthetic 512-d rows (the embedded index's IVF_HNSW_SQ)."""
+"""ANN recall against exact search on 50,000 synthetic 512-d rows (the embedded index's IVF_RQ)."""
 import time
 
 import numpy as np

@@ -1,11 +1,11 @@
-"""Measure the embedded index: exact vs ANN (LanceDB IVF_HNSW_SQ) query latency and ANN recall, by index size.
+"""Measure the embedded index: exact vs ANN (LanceDB IVF_RQ; IVF_HNSW_SQ below 256 dimensions) query latency and ANN recall, by index size.
 
 (At a million products through the CLI, with filters, hybrid and RSS: `python -m benchmarks.search_scale`.)
 
     python -m clip_search.search.bench --rows 10000 20000 50000 100000 [--dim 512]
 
 Vectors are clustered (unit vectors around 1,000 random centres, like product embeddings of many
-similar items) rather than uniform: uniform high-dimensional data is HNSW's worst case and nothing
+similar items) rather than uniform: uniform high-dimensional data is every ANN index's worst case and nothing
 like real embeddings. Queries are perturbed catalogue vectors. Latency is one query at a time
 through EmbeddedIndex.search (what `clip-search search` pays), p50 and p95 over 200 queries.
 """

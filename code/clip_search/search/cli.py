@@ -72,14 +72,19 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
         if abo_listings and not (abo_images and abo_image_root):
             raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
         products = read_catalogue(catalogue, encoding) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
-        client = _client(index_location, model, endpoint, need_encoder=False)
-        if client.embedder is None and not embeddings:
-            raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
+        # Parsed in the background (big outputs) while the index opens.
         precomputed = read_batch_output(embeddings) if embeddings else None
-        with client:
-            report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
-                                            image_embeddings=precomputed, model_id=model_id)
-            total = client.index.count()
+        try:
+            client = _client(index_location, model, endpoint, need_encoder=False)
+            if client.embedder is None and not embeddings:
+                raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
+            with client:
+                report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
+                                                image_embeddings=precomputed, model_id=model_id)
+                total = client.index.count()
+        finally:
+            if precomputed is not None:
+                precomputed.close()
         for product_id, reason in report.errors[:20]:
             click.echo(f"  not indexed: {product_id}: {reason}", err=True)
         if len(report.errors) > 20:

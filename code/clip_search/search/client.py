@@ -24,6 +24,29 @@ from clip_search.search.index import FIELDS, IMAGE, TITLE, UpsertReport, VectorI
 from clip_search.search.records import EmbeddedProduct, Hit, Product
 
 DEFAULT_BATCH = 32
+PRECOMPUTED_BATCH = 8192
+
+
+class _Precomputed:
+    """A plain dict id -> embedding (or error message) with BatchOutput's take()."""
+
+    def __init__(self, embeddings: dict):
+        self.embeddings = embeddings
+        self.dim = next((len(v) for v in embeddings.values() if not isinstance(v, str)), None)
+
+    def take(self, ids):
+        vectors = np.zeros((len(ids), self.dim or 0), np.float32)
+        reasons = []
+        for i, product_id in enumerate(ids):
+            value = self.embeddings.get(product_id)
+            if value is None or isinstance(value, str) or len(value) != self.dim:
+                reasons.append("no embedding in the precomputed output" if value is None else
+                               value if isinstance(value, str) else
+                               f"embedding has dimension {len(value)}, the index holds {self.dim}")
+            else:
+                vectors[i] = value
+                reasons.append(None)
+        return vectors, reasons
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -74,46 +97,55 @@ class SearchClient:
         if embedder is None and (image_embeddings is None or titles):
             raise SearchError("indexing needs an encoder (--model or --endpoint) unless image embeddings "
                               "are given and titles are not embedded (--no-titles)")
+        if image_embeddings is not None and not hasattr(image_embeddings, "take"):
+            image_embeddings = _Precomputed(image_embeddings)
         if embedder is not None:
             model_id, dim = embedder.model_id, embedder.dim
         else:
             if not model_id:
                 raise SearchError("precomputed embeddings need the model id that made them (--model-id)")
-            dim = len(next(v for v in image_embeddings.values() if not isinstance(v, str)))
+            if not image_embeddings.dim:
+                raise SearchError("the precomputed output holds no embedding, only errors")
+            dim = image_embeddings.dim
         self.index.ensure(dim, model_id, getattr(embedder, "spec", None))
         report = UpsertReport()
         total = len(products) if hasattr(products, "__len__") else None
+        # Without an encoder to feed, batches are only bookkeeping: take big ones.
+        if image_embeddings is not None and not titles:
+            batch_size = max(batch_size, PRECOMPUTED_BATCH)
         # The bar closes (ending its line) before any error reaches the CLI's one Error: line.
         with tqdm(total=total, desc="indexing", unit="product", disable=not progress) as bar:
             for batch in _batches(products, batch_size):
                 report.products += len(batch)
-                items, errors = self._embed_batch(batch, titles, image_embeddings)
+                batch, images, title_vectors, errors = self._embed_batch(batch, titles, image_embeddings, dim)
                 report.errors.extend(errors)
-                result = self.index.upsert(items)
+                result = self.index.upsert_arrays(batch, images, title_vectors)
                 report.indexed += result.indexed
                 report.errors.extend(result.errors)
-                bar.update(len(batch))
+                bar.update(report.products - bar.n)
         self.index.refresh()
         return report
 
-    def _embed_batch(self, batch: list[Product], titles: bool, precomputed: dict | None):
-        errors, image_vectors, failed = [], {}, set()
+    def _embed_batch(self, batch: list[Product], titles: bool, precomputed, dim: int):
+        """-> (the products to upsert, their image and title vectors as (n, dim) arrays, zero rows
+        where a product has none; None: no product has any, errors [(id, reason)])."""
+        errors, failed = [], set()
 
         def fail(product_id, reason):
             errors.append((product_id, reason))
             failed.add(product_id)
 
+        images = None
         if precomputed is not None:
-            for product in batch:
-                value = precomputed.get(product.id)
-                if value is None:
-                    fail(product.id, "no embedding in the precomputed output")
-                elif isinstance(value, str):
-                    fail(product.id, value)
-                else:
-                    image_vectors[product.id] = np.asarray(value, dtype=np.float32)
+            images, reasons = precomputed.take([product.id for product in batch])
+            if images.shape[1] != dim:
+                images = np.zeros((len(batch), dim), np.float32)
+                reasons = [reason or f"embedding has dimension {precomputed.dim}, the index holds {dim}" for reason in reasons]
+            for product, reason in zip(batch, reasons):
+                if reason is not None:
+                    fail(product.id, reason)
         else:
-            records = []
+            records, image_vectors = [], {}
             for product in batch:
                 if not product.image:
                     continue
@@ -126,20 +158,33 @@ class SearchClient:
                     fail(product_id, f"image: {value}")
                 else:
                     image_vectors[product_id] = value
-        with_titles = [p for p in batch if titles and p.title and p.id not in failed]
-        title_vectors = {}
+            if image_vectors:
+                images = np.zeros((len(batch), dim), np.float32)
+                for i, product in enumerate(batch):
+                    if product.id in image_vectors and product.id not in failed:
+                        images[i] = image_vectors[product.id]
+        title_vectors = None
+        with_titles = [i for i, p in enumerate(batch) if titles and p.title and p.id not in failed]
         if with_titles:
-            vectors = self.embedder.encode_texts([p.title for p in with_titles])
-            title_vectors = {p.id: v for p, v in zip(with_titles, vectors)}
-        items = []
-        for product in batch:
+            title_vectors = np.zeros((len(batch), dim), np.float32)
+            title_vectors[with_titles] = self.embedder.encode_texts([batch[i].title for i in with_titles])
+        has_any = np.zeros(len(batch), bool)
+        for vectors in (images, title_vectors):
+            if vectors is not None:
+                has_any |= vectors.any(axis=1)
+        keep = []
+        for i, product in enumerate(batch):
             if product.id in failed:
                 continue
-            if product.id not in image_vectors and product.id not in title_vectors:
+            if not has_any[i]:
                 fail(product.id, "nothing to index: no image and no title" + ("" if titles else " (--no-titles)"))
                 continue
-            items.append(EmbeddedProduct(product, image_vectors.get(product.id), title_vectors.get(product.id)))
-        return items, errors
+            keep.append(i)
+        if len(keep) < len(batch):
+            batch = [batch[i] for i in keep]
+            images = None if images is None else images[keep]
+            title_vectors = None if title_vectors is None else title_vectors[keep]
+        return batch, images, title_vectors, errors
 
     def delete(self, ids) -> int:
         """Delete products by id from the index; returns how many were there."""

@@ -53,6 +53,15 @@ class VectorIndex(ABC):
     def upsert(self, items: Iterable[EmbeddedProduct]) -> UpsertReport:
         """Insert or replace products by id; re-indexing the same catalogue is idempotent."""
 
+    def upsert_arrays(self, products: list, image: np.ndarray | None, title: np.ndarray | None = None) -> UpsertReport:
+        """Upsert `products` with their vectors as (len(products), dim) float32 arrays, row i for
+        products[i]; a zero row (or None for the whole array) means that product has no such
+        embedding. Backends that can take whole arrays override this; the default goes through upsert()."""
+        def row(vectors, i):
+            return None if vectors is None or not vectors[i].any() else vectors[i]
+
+        return self.upsert([EmbeddedProduct(product, row(image, i), row(title, i)) for i, product in enumerate(products)])
+
     @abstractmethod
     def search(self, vector: np.ndarray, k: int = 10, filters: dict | None = None,
                fields: tuple = FIELDS, keywords: str | None = None) -> list[Hit]:
