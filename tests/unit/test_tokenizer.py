@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from clip_search.errors import ModelLoadError
 from clip_search.tokenizer import TOKENIZER_FILE, ClipTokenizer
 
 
@@ -82,3 +83,31 @@ def test_a_missing_or_broken_tokenizer_file_is_a_model_load_error(tmp_path):
     (tmp_path / TOKENIZER_FILE).write_text("{not json")
     with pytest.raises(ModelLoadError, match="not a readable tokenizer"):
         ClipTokenizer.from_model_dir(tmp_path)
+
+
+# Smaller contracts: `encode` (ids without framing), one string as one row, a given context
+# length; a tokenizer.json that is not a CLIP one is refused at load, naming the file.
+EDGE_TEXTS = ["oat milk", "Äpfel, grüne  & rote!", "a carton of ORANGE juice 1.5l", ""]
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS)
+def test_encode_gives_open_clips_bpe_ids(tokenizer, reference, text):
+    assert tokenizer.encode(text) == reference.encode(text)
+
+
+def test_one_string_is_one_row_and_a_context_length_is_honoured(tokenizer, reference):
+    np.testing.assert_array_equal(tokenizer("oat milk"), reference(["oat milk"]).numpy())
+    short = tokenizer(["oat milk " * 20, "kiwi"], context_length=8)
+    np.testing.assert_array_equal(short, reference(["oat milk " * 20, "kiwi"], context_length=8).numpy())
+    assert short.shape == (2, 8) and short.dtype == np.int64
+    assert short[0, -1] == tokenizer.eot_token_id  # truncated: end-of-text stays last
+
+
+def test_a_tokenizer_without_clips_start_and_end_tokens_is_refused(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    path = tmp_path / "tokenizer.json"
+    Tokenizer(WordLevel({"apple": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(path))
+    with pytest.raises(ModelLoadError, match=f"^{path} has no <start_of_text>/<end_of_text> tokens: not a CLIP tokenizer$"):
+        ClipTokenizer(path)
