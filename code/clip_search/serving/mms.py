@@ -116,6 +116,14 @@ def command(config_file: Path, model_dir: Path) -> list[str]:
     ]
 
 
+def java_cwd(workdir: Path) -> Path:
+    """An empty directory for the front end to run in: MMS puts "." first on the JVM's class path,
+    and the JVM maps its class data archive (CDS) only where every class path directory is empty."""
+    path = workdir / "jvm"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_config(workdir: Path, inference_address: str, management_address: str,
                  handler: str = HANDLER) -> Path:
     path = workdir / "mms.properties"
