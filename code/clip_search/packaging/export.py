@@ -229,7 +229,11 @@ def quantize_onnx(fp32_files: list[Path], out_dir: Path) -> tuple[list[Path], di
 
 
 def _quantize_embedding_tables(model) -> None:
-    """Gather from a float 2-D initializer -> Gather from DequantizeLinear(int8 table, per-row scale)."""
+    """Gather from a float 2-D initializer -> the int8 rows gathered, then times their per-row scale.
+
+    The rows are picked before they are scaled: dequantizing the whole table first (DequantizeLinear,
+    then Gather) made every text run expand ViT-B-32's 49408 x 512 table to 101 MB of fp32 (RSS
+    +100 MB, milliseconds per text). The values are the same: int8 x scale in fp32 either way."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -243,14 +247,22 @@ def _quantize_embedding_tables(model) -> None:
             continue
         scale = np.maximum(np.abs(table).max(axis=1), np.finfo(np.float32).tiny) / 127.0
         quantized = np.clip(np.round(table / scale[:, None]), -127, 127).astype(np.int8)
-        name = node.input[0]
+        name, ids, output = node.input[0], node.input[1], node.output[0]
         graph.initializer.remove(initializers[name])
         graph.initializer.extend([numpy_helper.from_array(quantized, f"{name}_int8"),
-                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
-        dequantize = helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [f"{name}_dequantized"],
-                                      axis=0, name=f"{name}_DequantizeLinear")
-        graph.node.insert(list(graph.node).index(node), dequantize)
-        node.input[0] = f"{name}_dequantized"
+                                  numpy_helper.from_array(scale.astype(np.float32)[:, None], f"{name}_scale")])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        assert axis == 0, "an embedding lookup gathers rows"
+        replacement = [
+            helper.make_node("Gather", [f"{name}_int8", ids], [f"{name}_rows_int8"], axis=0, name=f"{name}_GatherInt8"),
+            helper.make_node("Gather", [f"{name}_scale", ids], [f"{name}_rows_scale"], axis=0, name=f"{name}_GatherScale"),
+            helper.make_node("Cast", [f"{name}_rows_int8"], [f"{name}_rows_float"], to=1, name=f"{name}_Cast"),
+            helper.make_node("Mul", [f"{name}_rows_float", f"{name}_rows_scale"], [output], name=f"{name}_Scale"),
+        ]
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new_node in enumerate(replacement):
+            graph.node.insert(position + offset, new_node)
 
 
 # --- OpenVINO -----------------------------------------------------------------------------------
