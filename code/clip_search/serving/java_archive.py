@@ -2,7 +2,7 @@
 
     python -m clip_search.serving.java_archive
 
-At every start the Java front end loads ~3,500 classes (netty, log4j2, gson, MMS) from its jar:
+At every start the Java front end loads ~3,700 classes (JDK, netty, log4j2, gson, MMS), MMS's from its jar:
 parsed, verified and linked, ~0.4 s of the ~1 s of CPU the JVM spends before the first embedding,
 on the cold start's critical path (the JVM spawns the Python worker only once it is up). Here MMS
 runs once with a stand-in handler through one /ping and one /invocations under
@@ -83,7 +83,7 @@ def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> Non
 
 
 def dump(class_list: Path, archive: Path, empty_dir: Path) -> None:
-    """The JVM's static archive of the JDK's default classes plus those in `class_list`."""
+    """The JVM's static archive of the classes in `class_list` (the JDK's and MMS's that MMS loaded)."""
     subprocess.run([java(), "-Xshare:dump", f"-XX:SharedClassListFile={class_list}",
                     f"-XX:SharedArchiveFile={archive}", "-XX:+UseSerialGC", "-cp", class_path()],
                    cwd=empty_dir, check=True, stdout=subprocess.DEVNULL)
@@ -100,7 +100,7 @@ def main() -> int:
         record_classes(workdir, class_list)
         count = sum(1 for line in class_list.read_text().splitlines() if line and not line.startswith("#"))
         dump(class_list, archive, mms.java_cwd(workdir / "dump"))
-    print(f"{archive}: the JDK's default classes and {count} classes MMS loaded", file=sys.stderr)
+    print(f"{archive}: the {count} classes MMS loaded", file=sys.stderr)
     return 0
 
 
