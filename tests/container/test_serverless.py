@@ -80,7 +80,7 @@ def test_the_first_embedding_costs_little_cpu(offline_container, variant):
 
 def test_serve_and_the_worker_load_no_scipy(offline_container):
     """The toolkit's model_server (boto3, scipy.sparse) stays out of `serve` and of the worker:
-    it was ~1 s of each cold start twice and ~100 MB of worker memory. scipy is what shows in a
+    it was ~1 s of each cold start twice and ~15 MB of worker memory. scipy is what shows in a
     process's memory maps (boto3 is pure Python)."""
     processes = {pid: process_kind(cmdline) for pid, _, cmdline in container_processes(offline_container.name)}
     workers = [pid for pid, kind in processes.items() if kind == "Python worker"]

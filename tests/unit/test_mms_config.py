@@ -75,7 +75,7 @@ def test_the_properties_are_the_toolkits_own(monkeypatch):
 
 def test_the_serving_path_does_not_import_boto3_or_scipy():
     """`serve` and the worker import only what serving needs: the toolkit's model_server (boto3,
-    pkg_resources, psutil, scipy.sparse) cost ~1 s of every cold start twice, and ~100 MB of worker RSS."""
+    pkg_resources, psutil, scipy.sparse) cost ~1 s of every cold start twice, and ~15 MB of worker RSS."""
     import subprocess
     import sys
 

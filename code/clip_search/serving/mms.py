@@ -7,7 +7,7 @@ answer over 6.5 MB otherwise), one worker using all cores by default (two worker
 halve each other's speed and double memory), and a JVM heap sized for a 6 GB serverless endpoint.
 
 This module never imports the toolkit's `model_server`: that module imports boto3, pkg_resources,
-psutil and (through its default handler) scipy.sparse, 0.9-1.5 s and ~100 MB on a cold start,
+psutil and (through its default handler) scipy.sparse, 0.9-1.5 s and ~15 MB (worker RSS) on a cold start,
 paid twice: by `serve` before MMS starts, and by the worker at its first request
 (handler_service.check_size reads the limit here). Its generator is six lines over the toolkit's
 own default-mms.properties, which we read as package data; tests/unit/test_mms_config.py checks
