@@ -9,7 +9,8 @@ regime, served by the full image). Every container runs as Serverless does: --us
 --read-only --tmpfs /tmp.
 
 Tables: 1. sizes and model.tar.gz extraction; 2. `docker run` -> first embedding (>= 3 runs, min and
-median) and worker RSS; 3. catalogue encoding through the server, JSON Lines batches of 32 (slim,
+median) and worker RSS, and 2b. where that time goes (the phases, from the containers' log time
+stamps, and the CPU seconds each process used by the first embedding); 3. catalogue encoding through the server, JSON Lines batches of 32 (slim,
 onnx-int8) against one raw JPEG per request (full, torch fp32), on the same held-out store photos
 (the guard calibrates on the catalogue photos of demo_data/, never on val/), interleaved rounds;
 4. Serverless memory sizes emulated with `--memory M --cpus C`: cold start and p50 latency of one
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -39,7 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.run import GROCERY, interleaved, pct, table  # noqa: E402
 from clip_search.runtimes import cpu_flags  # noqa: E402
-from tests.container.docker_helpers import SERVERLESS_ARGS, ServingContainer, docker, image_size_bytes  # noqa: E402
+from tests.container.docker_helpers import (  # noqa: E402
+    SERVERLESS_ARGS, ServingContainer, cpu_seconds, docker, image_size_bytes)
 
 MEMORY_MB = (2048, 3072, 4096, 6144)
 CPUS = (1, 2)
@@ -87,6 +91,44 @@ def worker_rss_mib(container: ServingContainer) -> tuple[float, float]:
     return worker / 1024, java / 1024
 
 
+# Cold start phases: each ends at the first log line holding its marker (docker's time stamps).
+PHASES = (
+    ("docker: create and start the container", None),
+    ("serve: Python, imports, artifact sha256", "verified in /"),
+    ("MMS launcher + JVM start -> worker process", "model_service_worker started with args"),
+    ("worker: handler imports + model load", "Model model loaded io_fd"),
+    ("first request -> embedding at the client", None),
+)
+WORKER_READY = re.compile(r"worker ready: handler imports ([\d.]+) s, model load ([\d.]+) s")
+
+
+def _stamp(text: str) -> float:
+    """Docker's RFC 3339 time stamp (nanoseconds) -> epoch seconds."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    base = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return base + float("0." + (fraction or "0"))
+
+
+def timeline(container: ServingContainer, run_at: float, ready_s: float) -> dict:
+    """Seconds of each cold start phase (PHASES), the worker's own split and CPU seconds by process."""
+    started = _stamp(docker("inspect", "-f", "{{.State.StartedAt}}", container.name).stdout.strip())
+    logs = docker("logs", "-t", container.name, check=False)
+    ends, split = [started - run_at], {}
+    lines = (logs.stdout + logs.stderr).splitlines()
+    for _, marker in PHASES[1:-1]:
+        stamp = next((_stamp(line.split(" ", 1)[0]) for line in lines if marker in line), None)
+        ends.append(None if stamp is None else stamp - run_at)
+    for line in lines:
+        if match := WORKER_READY.search(line):
+            split = {"imports": float(match[1]), "load": float(match[2])}
+    ends.append(ready_s)
+    phases, previous = {}, 0.0
+    for (name, _), end in zip(PHASES, ends):
+        phases[name] = None if end is None else end - previous
+        previous = end if end is not None else previous
+    return {"phases": phases, "split": split, "cpu": cpu_seconds(container.name)}
+
+
 def latencies(url: str, body: bytes, content_type: str, n: int) -> list[float]:
     times = []
     with requests.Session() as http:
@@ -102,11 +144,32 @@ def latencies(url: str, body: bytes, content_type: str, n: int) -> list[float]:
 def cold_start(image: str, model_dir: Path, limits: tuple = ()) -> tuple[float, ServingContainer]:
     container = ServingContainer(model_dir, image=image, run_args=(*SERVERLESS_ARGS, *limits))
     container.start()
+    # `docker run` was issued at started_at (monotonic); the log time stamps are wall clock.
+    container.run_at = time.time() - (time.monotonic() - container.started_at)
     try:
         return container.wait_ready(timeout=300), container
     except Exception:
         container.remove()
         raise
+
+
+def breakdown_table(timelines: dict) -> None:
+    """Table 2b: the median of each phase and of each process's CPU seconds, per image and artifact."""
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else "-"
+
+    columns = list(timelines)
+    rows = [[f"{name}", *(median([t["phases"][name] for t in timelines[c]]) for c in columns)] for name, _ in PHASES]
+    rows += [[f"  of which worker {part} (its log line)", *(median([t["split"].get(part) for t in timelines[c]])
+                                                          for c in columns)] for part in ("imports", "load")]
+    for kind in next(iter(timelines.values()))[0]["cpu"]:
+        rows.append([f"CPU s by the first embedding: {kind}", *(median([t["cpu"][kind] for t in timelines[c]])
+                                                                for c in columns)])
+    rows.append(["CPU s by the first embedding: all processes",
+                 *(median([sum(t["cpu"].values()) for t in timelines[c]]) for c in columns)])
+    table("2b. where the cold start goes (median of the runs above; phases in wall seconds from `docker run`)",
+          ["phase", *(f"{v}, {r} s" for v, r in columns)], rows)
 
 
 def main(argv=None) -> None:
@@ -151,18 +214,20 @@ def main(argv=None) -> None:
     pairs = [("slim", "onnx-int8"), ("full", "onnx-int8"), ("full", "torch")]
     pairs = [(v, r) for v, r in pairs if v in present]
     if "cold" in sections:
-        rows = []
+        rows, timelines = [], {}
         for variant, runtime in pairs:
             starts, rss = [], None
             for _ in range(args.runs):
                 seconds, container = cold_start(present[variant], dirs[runtime])
                 starts.append(seconds)
+                timelines.setdefault((variant, runtime), []).append(timeline(container, container.run_at, seconds))
                 rss = worker_rss_mib(container)
                 container.remove()
             rows.append([f"{variant}, {runtime}", min(starts), statistics.median(starts),
                          extraction[runtime] + statistics.median(starts), rss[0], rss[1]])
         table(f"2. `docker run` -> first embedding ({args.runs} runs; targets: extract + run <= 3 s, worker RSS <= 400 MB)",
               ["image, artifact", "min s", "median s", "extract + median s", "worker RSS MiB", "Java RSS MiB"], rows)
+        breakdown_table(timelines)
 
     if "catalogue" in sections and {"slim", "full"} <= set(present):
         photos = held_out_photos(64)

@@ -143,8 +143,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SAGEMAKER_MAX_PAYLOAD_IN_MB", "max_payload_mb", _float(0.001), 6.0,
              "request size limit in MB"),
     Variable("SAGEMAKER_MODEL_SERVER_VMARGS", "vmargs", _text,
-             "-Xms128m -Xmx1g -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -XX:-UseContainerSupport",
-             "JVM options of the model server's Java front end"),
+             "-Xms128m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData "
+             "-XX:+ExitOnOutOfMemoryError -XX:-UseContainerSupport",
+             "JVM options of the model server's Java front end (C1 only: a third less CPU at start)"),
     Variable("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "default_accept", _text, "application/json",
              "answer type when a request has no Accept"),
     Variable("SAGEMAKER_BIND_TO_PORT", "bind_to_port", _int(1, 32767), 8080,

@@ -61,6 +61,48 @@ def image_variant(image: str = IMAGE) -> str:
     return labels.get("com.clip-search.variant", "full")
 
 
+_PROCESSES_SCRIPT = ("for p in /proc/[0-9]*; do echo \"${p#/proc/}|$(cut -d' ' -f14,15 $p/stat 2>/dev/null)|"
+                     "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\"; done")
+
+
+def process_kind(cmdline: str) -> str:
+    """Which part of the serving stack a container process is, by its command line."""
+    if "container_entry" in cmdline:
+        return "serve"
+    if "multi-model-server" in cmdline:
+        return "MMS launcher"
+    if "java" in cmdline:
+        return "Java front end"
+    if "model_service_worker" in cmdline:
+        return "Python worker"
+    return "other"
+
+
+def container_processes(name: str) -> list[tuple[int, float, str]]:
+    """(pid, CPU seconds used so far, command line) of each process in the container."""
+    processes = []
+    for line in docker("exec", name, "sh", "-c", _PROCESSES_SCRIPT).stdout.splitlines():
+        pid, ticks, cmdline = (line.split("|", 2) + ["", ""])[:3]
+        if len(ticks.split()) != 2 or "/proc/[0-9]" in cmdline:  # gone, or this very script
+            continue
+        processes.append((int(pid), sum(map(int, ticks.split())) / os.sysconf("SC_CLK_TCK"), cmdline.strip()))
+    return processes
+
+
+def cpu_seconds(name: str) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack (process_kind), summed over its processes."""
+    totals = dict.fromkeys(("serve", "MMS launcher", "Java front end", "Python worker", "other"), 0.0)
+    for _, seconds, cmdline in container_processes(name):
+        totals[process_kind(cmdline)] += seconds
+    return totals
+
+
+def mapped_packages(name: str, pid: int) -> set[str]:
+    """The site-packages distributions whose files (shared libraries) process `pid` has mapped."""
+    maps = docker("exec", name, "cat", f"/proc/{pid}/maps", check=False).stdout
+    return {line.split("site-packages/", 1)[1].split("/")[0] for line in maps.splitlines() if "site-packages/" in line}
+
+
 # How SageMaker Serverless runs a container: an arbitrary non-root uid, a read-only root file
 # system, only /tmp writable. Every test container runs this way unless a test says otherwise.
 SERVERLESS_ARGS = ("--user", "12345:12345", "--read-only", "--tmpfs", "/tmp:rw,exec,size=512m")

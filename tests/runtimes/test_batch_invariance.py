@@ -1,8 +1,9 @@
 """An input's embedding does not depend on its batch mates, for every runtime (issue 12, part 4).
 
 Each input is encoded alone, then inside batches of 2, 8 and 32 mixed texts / photos (and at every
-position of those batches); the embeddings must agree to 1e-5 (max abs). Dynamic int8 failed this
-with 3e-3..8e-3: its activation scales came from the whole batch.
+position of those batches); the embeddings must agree to 1e-5 (max abs). Dynamic int8 given a batch
+in one call failed this with 3e-3..8e-3 (its activation scales came from the whole batch); the
+onnx-int8 runtime runs each input on its own (tests at the end).
 """
 import numpy as np
 import pytest
@@ -52,3 +53,52 @@ def test_image_embeddings_do_not_depend_on_the_batch(request, fixture, runtime, 
     encoder = ClipEncoder.from_artifact(request.getfixturevalue(fixture), runtime=runtime, threads=2)
     assert encoder.runtime.name == runtime
     assert _largest_difference(encoder.encode_images, photos) <= TOLERANCE
+
+
+# --- int8: each input on its own activation scales ------------------------------------------------
+# Dynamic int8 takes one activation scale per tensor at run time; the onnx-int8 runtime runs every
+# input alone so that scale is the input's own. These batch mates are chosen to move a shared scale a
+# lot: a photo with 40x the pixel range, a text of the full 77 tokens (a short text padded beside it).
+def _int8_runtimes(int8_model_dir):
+    from clip_search.runtimes.onnx_runtime import OnnxRuntime
+
+    encoder = ClipEncoder.from_artifact(int8_model_dir, runtime="onnx-int8", threads=2)
+    runtime = encoder.runtime
+    assert runtime.one_input_per_run  # what the exporter recorded in the manifest
+    together = OnnxRuntime(runtime._image, runtime._text, runtime.name, one_input_per_run=False)
+    return encoder, runtime, together
+
+
+def test_int8_image_uses_its_own_activation_scales(int8_model_dir, photos):
+    encoder, runtime, together = _int8_runtimes(int8_model_dir)
+    pixels = encoder.preprocess_images(photos[:2])
+    mates = np.concatenate([pixels[:1], pixels[1:] * 40.0])
+    alone = runtime.image_features(pixels[:1])
+    assert np.abs(runtime.image_features(mates)[:1] - alone).max() <= TOLERANCE
+    assert np.abs(runtime.image_features(mates[::-1])[1:] - alone).max() <= TOLERANCE
+    # The same graphs given the batch in one call do depend on the mate: the split is what holds.
+    assert np.abs(together.image_features(mates)[:1] - alone).max() > 100 * TOLERANCE
+
+
+def test_int8_text_uses_its_own_length_and_scales(int8_model_dir):
+    encoder, runtime, together = _int8_runtimes(int8_model_dir)
+    tokens = encoder.tokenize(["red running shoes", "oat milk " * 40])  # padded to 77 for the long one
+    assert tokens.shape[1] == 77
+    alone = runtime.text_features(encoder.tokenize(["red running shoes"]))
+    assert np.abs(runtime.text_features(tokens)[:1] - alone).max() <= TOLERANCE
+    assert np.abs(runtime.text_features(tokens[::-1])[1:] - alone).max() <= TOLERANCE
+    assert np.abs(together.text_features(tokens)[:1] - alone).max() > 100 * TOLERANCE
+
+
+def test_which_int8_artifacts_run_one_input_at_a_time():
+    """Dynamic int8 artifacts packaged before the exporter recorded it are split too; blockwise int8
+    artifacts (MatMulNBits, quantized per row: batch invariant as they are) and fp32 are not."""
+    from clip_search.runtimes.onnx_runtime import runs_one_input_at_a_time
+
+    dynamic = {"runtime": "onnx-int8", "runtime_config": {"quantization": "dynamic; int8 weights"}}
+    blockwise = {"runtime": "onnx-int8", "runtime_config": {
+        "quantization_config": {"bits": 8, "block_size": 128, "accuracy_level": 4}}}
+    current = {"runtime": "onnx-int8", "runtime_config": {"quantization_config": {"one_input_per_run": True}}}
+    assert runs_one_input_at_a_time(dynamic) and runs_one_input_at_a_time(current)
+    assert not runs_one_input_at_a_time(blockwise)
+    assert not runs_one_input_at_a_time({"runtime": "onnx", "runtime_config": {"precision": "fp32"}})

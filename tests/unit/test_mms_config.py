@@ -1,4 +1,6 @@
 """The MMS configuration honours SageMaker's variables and adds the limits MMS lacks."""
+from pathlib import Path
+
 from clip_search.serving import mms
 
 
@@ -46,3 +48,41 @@ def test_threads_are_split_between_workers(monkeypatch, tmp_path):
 
     assert env["CLIP_SEARCH_THREADS"] == str(available_cores())
     assert env["TMPDIR"] == env["TEMP"] == str(tmp_path)
+
+
+def test_the_properties_are_the_toolkits_own(monkeypatch):
+    """mms.toolkit_properties writes what sagemaker-inference's generator writes (it is not imported
+    at run time: see the next test)."""
+    import warnings
+
+    with warnings.catch_warnings():  # the toolkit's model_server imports pkg_resources
+        warnings.simplefilter("ignore")
+        from sagemaker_inference import environment, model_server
+
+    for variables in ({}, {"SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "300",
+                           "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "120", "SAGEMAKER_MODEL_SERVER_VMARGS": "-Xmx2g",
+                           "SAGEMAKER_BIND_TO_PORT": "9090"}):
+        for name in ("SAGEMAKER_MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_BIND_TO_PORT",
+                     "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "SAGEMAKER_MODEL_SERVER_VMARGS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        env = environment.Environment()
+        assert mms.toolkit_properties(env, mms.HANDLER) == model_server._generate_mms_config_properties(env, mms.HANDLER)
+    assert Path(mms.LOG_CONFIG) == Path(model_server.DEFAULT_MMS_LOG_FILE)
+    assert mms.MODEL_STORE == model_server.MODEL_STORE
+
+
+def test_the_serving_path_does_not_import_boto3_or_scipy():
+    """`serve` and the worker import only what serving needs: the toolkit's model_server (boto3,
+    pkg_resources, psutil, scipy.sparse) cost ~1 s of every cold start twice, and ~15 MB of worker RSS."""
+    import subprocess
+    import sys
+
+    modules = ("clip_search.serving.container_entry", "clip_search.serving.handler_service",
+               "clip_search.serving.mms")
+    script = (f"import sys\nfor name in {modules!r}: __import__(name)\n"
+              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split())
+    assert loaded >= {"clip_search", "sagemaker_inference"}
+    assert not loaded & {"boto3", "botocore", "s3transfer", "scipy", "pkg_resources", "psutil", "retrying"}

@@ -7,8 +7,8 @@ fails it raises `AccuracyGuardError`, and `package_model` writes no artifact.
 
 Runtimes (names are what `--runtime` and CLIP_SEARCH_RUNTIME take):
     onnx        ONNX Runtime, fp32 graphs: exact
-    onnx-int8   ONNX Runtime, int8 weights in blocks (MatMulNBits) with activations quantized per row
-                at run time: batch invariant (see quantize_onnx)
+    onnx-int8   ONNX Runtime, dynamic int8 (MatMulInteger), run one input per call: batch invariant
+                (see quantize_onnx)
     openvino    OpenVINO IR; precision hint "auto" = bf16 where the CPU has it, else f32
 
 `--runtime auto` (the packaging default) is `export_first_passing`: the fastest runtime the guard
@@ -178,49 +178,62 @@ class _TextTower(torch.nn.Module):
         return _encode_text_trimmed(self.model, tokens)
 
 
-QUANTIZATION = ("int8 weights only, blockwise (MatMulNBits, 8 bits, block 128, symmetric, accuracy level 4: "
-                "activations quantized per row and block at run time); token embedding int8 per row")
-BLOCK_SIZE = 128
+QUANTIZATION = ("dynamic int8: MatMul/Gemm weights int8 per tensor (7-bit range in the image graph), activations "
+                "uint8 with one scale per tensor taken at run time, one input per run (batch invariant); "
+                "token embedding int8 per row")
+# Per graph: quantize_dynamic's weight settings. Signed weights with unsigned activations (U8S8) are
+# ONNX Runtime's fast pairing on x86-64 (VNNI where the CPU has it), but without VNNI it multiplies
+# with an instruction that saturates at 16 bits: ViT-B-32 lost min image cosine 0.971 at the full
+# range on an AVX2 host, 0.9995 with 7-bit weights (reduce_range). The text tower does not saturate
+# per tensor (0.9988) and loses at 7 bits (0.9958); per-channel weights saturate more (0.9964).
+WEIGHT_SETTINGS = {
+    IMAGE_GRAPH: {"weight_type": "QInt8", "per_channel": False, "reduce_range": True},
+    TEXT_GRAPH: {"weight_type": "QInt8", "per_channel": False, "reduce_range": False},
+}
 
 
-def quantize_onnx(fp32_files: list[Path], out_dir: Path, model_dir: Path | None = None,
-                  calibration=None) -> tuple[list[Path], dict]:
-    """int8 graphs whose result for one input does not depend on the rest of its batch.
+def quantize_onnx(fp32_files: list[Path], out_dir: Path) -> tuple[list[Path], dict]:
+    """Dynamic int8 graphs, run by the onnx-int8 runtime one input per session.run.
 
-    Dynamic quantization (what onnx-int8 was first) takes one activation scale per batch, so an
-    input's embedding changed with its batch mates (max abs 3e-3..8e-3). Static QDQ quantization
-    (fixed per-tensor activation scales calibrated on real product photos and titles) is batch
-    invariant but lost too much on the text tower: min text cosine 0.940 to fp32 with the test model
-    (the image tower kept 0.9997). So the weights are quantized here, to int8 in blocks of 128 along
-    the input dimension (MatMulNBits), and ONNX Runtime quantizes the activations at run time per row
-    and per block (accuracy level 4): each row's scales come from that row alone, so the result is
-    the same alone or in any batch, and the int8 kernels still do the multiplications. The token
-    embedding table (a Gather, 101 MB in fp32 for ViT-B-32) is stored int8 with one scale per row.
-
-    (On CPUs without VNNI the U8S8 path of the old dynamic int8 saturated at 16 bits: min image
-    cosine 0.971 with ViT-B-32 on AVX2 unless weights used 7 bits; the blockwise kernels do not
-    use that instruction. The guard still records the CPU it ran on: package on the kind you serve.)
-    Returns (files, quantization details for the manifest).
+    Dynamic quantization takes each activation's scale from the tensor it is given, so in a batch an
+    input's embedding depended on its batch mates (max abs 3e-3..8e-3). The runtime therefore runs
+    each input alone (each text at its own length; runtimes/onnx_runtime.py, ONE_INPUT_PER_RUN):
+    every scale comes from that input only, and the result is the same alone or in any batch
+    (measured bitwise). On 2 cores this keeps the throughput of batching (docs/performance.md). The
+    alternatives measured: static QDQ (fixed activation scales calibrated on real photos and titles)
+    lost the text tower (min text cosine 0.940 with the test model); int8 blockwise weights
+    (MatMulNBits, activations quantized per row) were batch invariant but 2-3x slower on AVX2.
+    The token embedding table (a Gather, 101 MB in fp32 for ViT-B-32) is stored int8 with one scale
+    per row. Returns (files, quantization details for the manifest).
     """
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from clip_search.runtimes.onnx_runtime import ONE_INPUT_PER_RUN
 
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = []
     for source in fp32_files:
         target = out_dir / source.name.replace(".onnx", ".int8.onnx")
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=8, block_size=BLOCK_SIZE,
-                                         is_symmetric=True, accuracy_level=4)
-        quantizer.process()
-        model = quantizer.model.model
+        weights = WEIGHT_SETTINGS[source.stem]
+        quantize_dynamic(str(source), str(target), weight_type=getattr(QuantType, weights["weight_type"]),
+                         per_channel=weights["per_channel"], reduce_range=weights["reduce_range"],
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        model = onnx.load(str(target))
         _quantize_embedding_tables(model)
         onnx.save(model, str(target))
         outputs.append(target)
-    return outputs, {"bits": 8, "block_size": BLOCK_SIZE, "accuracy_level": 4}
+    return outputs, {"scheme": "dynamic", "activations": "uint8, one scale per tensor per run",
+                     "weights": {kind: dict(value) for kind, value in WEIGHT_SETTINGS.items()},
+                     ONE_INPUT_PER_RUN: True}
 
 
 def _quantize_embedding_tables(model) -> None:
-    """Gather from a float 2-D initializer -> Gather from DequantizeLinear(int8 table, per-row scale)."""
+    """Gather from a float 2-D initializer -> the int8 rows gathered, then times their per-row scale.
+
+    The rows are picked before they are scaled: dequantizing the whole table first (DequantizeLinear,
+    then Gather) made every text run expand ViT-B-32's 49408 x 512 table to 101 MB of fp32 (RSS
+    +100 MB, milliseconds per text). The values are the same: int8 x scale in fp32 either way."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -234,14 +247,22 @@ def _quantize_embedding_tables(model) -> None:
             continue
         scale = np.maximum(np.abs(table).max(axis=1), np.finfo(np.float32).tiny) / 127.0
         quantized = np.clip(np.round(table / scale[:, None]), -127, 127).astype(np.int8)
-        name = node.input[0]
+        name, ids, output = node.input[0], node.input[1], node.output[0]
         graph.initializer.remove(initializers[name])
         graph.initializer.extend([numpy_helper.from_array(quantized, f"{name}_int8"),
-                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
-        dequantize = helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [f"{name}_dequantized"],
-                                      axis=0, name=f"{name}_DequantizeLinear")
-        graph.node.insert(list(graph.node).index(node), dequantize)
-        node.input[0] = f"{name}_dequantized"
+                                  numpy_helper.from_array(scale.astype(np.float32)[:, None], f"{name}_scale")])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        assert axis == 0, "an embedding lookup gathers rows"
+        replacement = [
+            helper.make_node("Gather", [f"{name}_int8", ids], [f"{name}_rows_int8"], axis=0, name=f"{name}_GatherInt8"),
+            helper.make_node("Gather", [f"{name}_scale", ids], [f"{name}_rows_scale"], axis=0, name=f"{name}_GatherScale"),
+            helper.make_node("Cast", [f"{name}_rows_int8"], [f"{name}_rows_float"], to=1, name=f"{name}_Cast"),
+            helper.make_node("Mul", [f"{name}_rows_float", f"{name}_rows_scale"], [output], name=f"{name}_Scale"),
+        ]
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new_node in enumerate(replacement):
+            graph.node.insert(position + offset, new_node)
 
 
 # --- OpenVINO -----------------------------------------------------------------------------------

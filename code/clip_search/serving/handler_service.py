@@ -8,19 +8,26 @@ Differences from the toolkit's stock Transformer, each on purpose:
   the failure is logged once, loudly, and every request answers 500 saying why the model is down.
 
 MMS calls the module-level `handle(data, context)`; the first call (data None) initialises.
+The worker logs how long its imports and the model load took (`worker ready: ...`): the two
+Python parts of a cold start (benchmarks/serverless.py reads the line).
 """
-import logging
-import traceback
+import time
+
+_IMPORT_STARTED = time.perf_counter()
+
+import logging  # noqa: E402 - after the clock: the imports are what the timing line measures
+import traceback  # noqa: E402
 from http import HTTPStatus
 
-import orjson
+import orjson  # noqa: E402
 
-from clip_search.serving import content_types as ct
-from clip_search.serving import handler
-from clip_search.errors import PayloadTooLarge, RequestError
-from sagemaker_inference.errors import GenericInferenceToolkitError
+from clip_search.serving import content_types as ct  # noqa: E402
+from clip_search.serving import handler  # noqa: E402
+from clip_search.errors import PayloadTooLarge, RequestError  # noqa: E402
+from sagemaker_inference.errors import GenericInferenceToolkitError  # noqa: E402
 
 logger = logging.getLogger(__name__)
+IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
 
 class HandlerService:
@@ -30,11 +37,15 @@ class HandlerService:
 
     def initialize(self, context) -> None:
         model_dir = context.system_properties.get("model_dir")
+        started = time.perf_counter()
         try:
             self.model = handler.model_fn(model_dir)
         except Exception as error:  # noqa: BLE001 - any load failure must be reported per request
             self.load_error = f"model failed to load from {model_dir}: {error}"
             logger.error("MODEL LOAD FAILED: %s\n%s", self.load_error, traceback.format_exc())
+            return
+        logger.info("worker ready: handler imports %.2f s, model load %.2f s (%s, %s threads)", IMPORT_SECONDS,
+                    time.perf_counter() - started, self.model.runtime.name, self.model.threads)
 
     def handle(self, data, context) -> list:
         return [self._handle_one(index, request, context) for index, request in enumerate(data)]

@@ -37,7 +37,7 @@ def launch(model_dir: Path, workdir: Path, inference_address: str, management_ad
     mark_verified(model_dir, env)
     env.update(extra_env or {})
     return subprocess.Popen(
-        mms.command(config, model_dir), env=env, cwd=workdir,
+        mms.command(config, model_dir), env=env, cwd=mms.java_cwd(Path(workdir)),
         stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None, start_new_session=True,
     )
 

@@ -1,29 +1,39 @@
 """multi-model-server configuration and command line, from SageMaker's environment variables.
 
-The toolkit's own generator reads SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT / _VMARGS,
-SAGEMAKER_MAX_PAYLOAD_IN_MB and SAGEMAKER_BIND_TO_PORT; we start from its output and add what it
-leaves out: a response-size limit that matches large batch answers (MMS kills the worker on an
+The toolkit's Environment reads SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT / _VMARGS,
+SAGEMAKER_MAX_PAYLOAD_IN_MB and SAGEMAKER_BIND_TO_PORT; we write what its generator writes (its
+default-mms.properties and those values) and add what it leaves out: a response-size limit that matches large batch answers (MMS kills the worker on an
 answer over 6.5 MB otherwise), one worker using all cores by default (two workers on two cores
 halve each other's speed and double memory), and a JVM heap sized for a 6 GB serverless endpoint.
+
+This module never imports the toolkit's `model_server`: that module imports boto3, pkg_resources,
+psutil and (through its default handler) scipy.sparse, 0.9-1.5 s and ~15 MB (worker RSS) on a cold start,
+paid twice: by `serve` before MMS starts, and by the worker at its first request
+(handler_service.check_size reads the limit here). Its generator is six lines over the toolkit's
+own default-mms.properties, which we read as package data; tests/unit/test_mms_config.py checks
+that the two agree.
 """
+import importlib.resources
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 from clip_search.extras import require
 
 require("serve", what="serving with multi-model-server")
-with warnings.catch_warnings():  # the toolkit imports pkg_resources, deprecated but working
-    warnings.simplefilter("ignore", UserWarning)
-    from sagemaker_inference import environment, model_server
+from sagemaker_inference import environment  # noqa: E402 - light: no boto3, no scipy
 
 from clip_search import settings
 from clip_search.encoder import THREADS_ENV, available_cores
 
 HANDLER = "clip_search.serving.handler_service"
 MODEL_NAME = "model"
+# The toolkit's MMS template and log configuration (its model_server.DEFAULT_MMS_CONFIG_FILE and
+# DEFAULT_MMS_LOG_FILE) and model store: "/", so that the model is named by its absolute path.
+TOOLKIT_ETC = importlib.resources.files("sagemaker_inference") / "etc"
+LOG_CONFIG = str(TOOLKIT_ETC / "log4j2.xml")
+MODEL_STORE = "/"
 # The Java front end only buffers requests and answers: 1 GB of heap is plenty, leaving the rest of
 # a 6 GB serverless container to the Python worker. Exit on OOM so SageMaker replaces the container.
 # Answers can outgrow requests (1024 texts of ~60 bytes -> 1024 x 512 floats): never below 32 MiB.
@@ -46,9 +56,24 @@ def workers() -> int:
     return settings.current().workers
 
 
+def toolkit_properties(env: "environment.Environment", handler: str) -> str:
+    """What sagemaker_inference.model_server._generate_mms_config_properties writes (one model)."""
+    values = {
+        "default_response_timeout": env.model_server_timeout,
+        "default_workers_per_model": env.model_server_workers,
+        "inference_address": f"http://0.0.0.0:{env.inference_http_port}",
+        "management_address": f"http://0.0.0.0:{env.management_http_port}",
+        "vmargs": env.vmargs,
+        "max_request_size": env.max_request_size,
+        "default_service_handler": handler,
+        "default_response_timeout_seconds": env.model_server_timeout_seconds,
+    }
+    template = (TOOLKIT_ETC / "default-mms.properties").read_text()
+    return template + "".join(f"{key}={value}\n" for key, value in values.items() if value)
+
+
 def properties(inference_address: str, management_address: str, handler: str = HANDLER) -> str:
-    env = environment.Environment()
-    text = model_server._generate_mms_config_properties(env, handler)  # the toolkit's generator
+    text = toolkit_properties(environment.Environment(), handler)
     current = settings.current()
     request_bytes = max_request_bytes()
     overrides = {
@@ -85,10 +110,18 @@ def command(config_file: Path, model_dir: Path) -> list[str]:
     return [
         executable, "--start", "--foreground",
         "--mms-config", str(config_file),
-        "--log-config", model_server.DEFAULT_MMS_LOG_FILE,
-        "--model-store", model_server.MODEL_STORE,  # "/": the model is named by its absolute path
+        "--log-config", LOG_CONFIG,
+        "--model-store", MODEL_STORE,
         "--models", f"{MODEL_NAME}={Path(model_dir).resolve()}",
     ]
+
+
+def java_cwd(workdir: Path) -> Path:
+    """An empty directory for the front end to run in: MMS puts "." first on the JVM's class path,
+    and the JVM maps its class data archive (CDS) only where every class path directory is empty."""
+    path = workdir / "jvm"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_config(workdir: Path, inference_address: str, management_address: str,
