@@ -18,21 +18,28 @@ def test_the_pinned_multi_model_server_has_the_class_ours_was_written_against():
     assert front_end.replaced_sha256(front_end.mms_jar()) == front_end.REPLACED_SHA256
 
 
-def test_build_compiles_the_classes_mms_loads(tmp_path):
-    tree = front_end.build(tmp_path / "classes")
-    package = tree / "com" / "amazonaws" / "ml" / "mms"
-    assert {path.name for path in package.iterdir()} == CLASS_FILES
-    data = (package / "ServerInitializer.class").read_bytes()
+def test_build_compiles_the_classes_mms_loads_into_a_jar(tmp_path):
+    jar = front_end.build(tmp_path / "front-end.jar")
+    with zipfile.ZipFile(jar) as archive:
+        names = archive.namelist()
+        data = archive.read(front_end.CLASS_PATH)
+    assert {name.rsplit("/", 1)[-1] for name in names} == CLASS_FILES
+    assert all(name.startswith("com/amazonaws/ml/mms/") for name in names)
     magic, _minor, major = struct.unpack(">IHH", data[:8])
     assert magic == 0xCAFEBABE and major == 52  # Java 8 class files, like MMS's own
     assert b"io/netty/channel/ChannelInitializer" in data  # what MMS's ModelServer instantiates
-    assert [path.name for path in tmp_path.iterdir()] == ["classes"]  # no scratch dir left behind
+    assert [path.name for path in tmp_path.iterdir()] == ["front-end.jar"]  # no scratch dir left behind
 
 
-def test_install_puts_the_classes_where_the_jvm_class_path_dot_finds_them(tmp_path):
-    assert front_end.install(tmp_path)
-    assert (tmp_path / front_end.CLASS_PATH).read_bytes()[:4] == b"\xca\xfe\xba\xbe"
-    assert {path.name for path in (tmp_path / front_end.CLASS_PATH).parent.iterdir()} == CLASS_FILES
+def test_the_jar_goes_ahead_of_mms_jars_on_a_class_path_of_jars_only(tmp_path, monkeypatch):
+    from clip_search.serving import mms
+
+    monkeypatch.setattr(front_end, "_cache_jar", lambda: tmp_path / "cache" / "front-end.jar")
+    jar = front_end.front_end_jar()
+    assert jar == tmp_path / "cache" / "front-end.jar" and jar.is_file()
+    entries = mms.class_path(jar).split(":")
+    assert entries[0] == str(jar) and entries[1:] == [str(front_end.mms_jar().parent / "*")]
+    assert "." not in entries  # the JVM maps its class data archive only without class directories
 
 
 def _jar_with(tmp_path, entries: dict):
@@ -45,30 +52,28 @@ def _jar_with(tmp_path, entries: dict):
 
 def test_another_mms_version_keeps_its_own_class_with_a_warning(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(front_end, "mms_version", lambda: "1.2.0")
-    workdir = tmp_path / "work"
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        assert not front_end.install(workdir)
-    assert not workdir.exists()
+        assert front_end.front_end_jar() is None
     assert "multi-model-server 1.2.0 is not 1.1.11" in caplog.text and "answered like POST" in caplog.text
 
 
 def test_build_refuses_a_jar_whose_class_is_not_the_one_ours_stands_in_for(tmp_path):
     other = _jar_with(tmp_path, {front_end.CLASS_PATH: b"\xca\xfe\xba\xbe another version"})
     with pytest.raises(front_end.FrontEndError, match="not the multi-model-server 1.1.11 class"):
-        front_end.build(tmp_path / "classes", jar=other)
+        front_end.build(tmp_path / "front-end.jar", jar=other)
     empty = _jar_with(tmp_path, {"META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\n"})
     with pytest.raises(front_end.FrontEndError, match="sha256 None"):
-        front_end.build(tmp_path / "classes", jar=empty)
-    assert not (tmp_path / "classes").exists()
+        front_end.build(tmp_path / "front-end.jar", jar=empty)
+    assert not (tmp_path / "front-end.jar").exists()
 
 
 def test_no_javac_and_nothing_compiled_warns_and_starts_without_them(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(front_end, "_javac", lambda: None)
-    monkeypatch.setattr(front_end, "_cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(front_end, "_cache_jar", lambda: tmp_path / "empty-cache" / "front-end.jar")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        assert not front_end.install(tmp_path / "work")
+        assert front_end.front_end_jar() is None
     assert "no javac" in caplog.text
-    assert not (tmp_path / "work").exists()
+    assert not (tmp_path / "empty-cache").exists()
 
 
 def test_a_compile_error_is_a_warning_not_a_failed_start(tmp_path, monkeypatch, caplog):
@@ -76,8 +81,8 @@ def test_a_compile_error_is_a_warning_not_a_failed_start(tmp_path, monkeypatch, 
     broken.write_text("#!/bin/sh\necho 'ServerInitializer.java:1: error: nope' >&2\nexit 1\n")
     broken.chmod(0o755)
     monkeypatch.setattr(front_end, "_javac", lambda: str(broken))
-    monkeypatch.setattr(front_end, "_cache_dir", lambda: tmp_path / "cache" / "classes")
+    monkeypatch.setattr(front_end, "_cache_jar", lambda: tmp_path / "cache" / "front-end.jar")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        assert not front_end.install(tmp_path / "work")
+        assert front_end.front_end_jar() is None
     assert "javac failed" in caplog.text and "error: nope" in caplog.text
-    assert not (tmp_path / "cache" / "classes").exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # no jar, no scratch dir

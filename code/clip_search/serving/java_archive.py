@@ -10,11 +10,12 @@ runs once with a stand-in handler through one /ping and one /invocations under
 (`$JAVA_HOME/lib/server/classes.jsa`), which the JVM maps at start with no flag at all.
 
 The JVM takes application classes from the archive only where its class path matches the one dumped
-with, and every directory on it is empty: MMS's launcher puts "." first, so the front end runs in
-an empty directory (`mms.java_cwd`) at build time and at run time alike. Where the class path does
-not match (another MMS version, another java), the JVM silently loads from the jar as before.
+with (the same jars, unchanged) and no directory on it has files: `mms.class_path` is jars only
+(our front-end jar, then MMS's), the same here and at every start. Where it does not match (another
+MMS version, another java), the JVM silently loads from the jars as before.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from clip_search import settings
-from clip_search.serving import mms
+from clip_search.serving import java_front_end, mms
 from clip_search.serving.launch import stop_group
 from clip_search.serving.server import free_port
 
@@ -38,16 +39,8 @@ def handle(data, context):
 
 
 def class_path() -> str:
-    """The class path MMS's launcher (mms/model_server.py) gives the JVM."""
-    import mms as mms_package
-
-    home = Path(mms_package.__file__).resolve().parent.parent
-    return ".:" + os.path.join(str(home), "mms/frontend/*")
-
-
-def java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    return os.path.join(home, "bin", "java") if home else "java"
+    """The class path every start gives the JVM (serving/launch.py)."""
+    return mms.class_path(java_front_end.front_end_jar())
 
 
 def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> None:
@@ -62,7 +55,8 @@ def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> Non
     config = mms.write_config(workdir, address, address, handler=HANDLER_MODULE)
     env = mms.worker_environment(workdir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(model_dir), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(mms.command(config, model_dir), env=env, cwd=mms.java_cwd(workdir),
+    process = subprocess.Popen(mms.command(config, model_dir, env=env, front_end=java_front_end.front_end_jar()),
+                               env=env, cwd=workdir,
                                stdout=sys.stderr, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
@@ -82,24 +76,25 @@ def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> Non
         stop_group(process)
 
 
-def dump(class_list: Path, archive: Path, empty_dir: Path) -> None:
+def dump(class_list: Path, archive: Path, workdir: Path) -> None:
     """The JVM's static archive of the classes in `class_list` (the JDK's and MMS's that MMS loaded)."""
-    subprocess.run([java(), "-Xshare:dump", f"-XX:SharedClassListFile={class_list}",
+    java = mms.java()
+    subprocess.run([java, "-Xshare:dump", f"-XX:SharedClassListFile={class_list}",
                     f"-XX:SharedArchiveFile={archive}", "-XX:+UseSerialGC", "-cp", class_path()],
-                   cwd=empty_dir, check=True, stdout=subprocess.DEVNULL)
-    # The archive must map, application classes included, from the directory MMS runs in.
-    subprocess.run([java(), "-Xshare:on", "-cp", class_path(), "-version"], cwd=empty_dir, check=True,
+                   cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    # The archive must map, application classes included, with the class path MMS runs with.
+    subprocess.run([java, "-Xshare:on", "-cp", class_path(), "-version"], cwd=workdir, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
-    archive = Path(java()).resolve().parent.parent / "lib" / "server" / "classes.jsa"
+    archive = Path(shutil.which(mms.java()) or mms.java()).resolve().parent.parent / "lib" / "server" / "classes.jsa"
     with tempfile.TemporaryDirectory(prefix="clip-search-cds-") as tmp:
         workdir = Path(tmp)
         class_list = workdir / "classes.lst"
         record_classes(workdir, class_list)
         count = sum(1 for line in class_list.read_text().splitlines() if line and not line.startswith("#"))
-        dump(class_list, archive, mms.java_cwd(workdir / "dump"))
+        dump(class_list, archive, workdir)
     print(f"{archive}: the {count} classes MMS loaded", file=sys.stderr)
     return 0
 

@@ -10,16 +10,17 @@ What was checked, and why MMS's plugin SDK cannot do it, is in docs/hardening.md
 `java/ServerInitializer.java` is MMS's channel initializer building MMS's own pipeline, with an
 aggregator whose 413 is `{"error", "status"}` and, on inference connectors, a handler that answers
 any method but POST on /invocations with a JSON 405 before the request reaches MMS's chain. It is
-compiled with javac against the installed model-server.jar (`build`), and `install` puts the classes
-in the launch workdir, MMS's working directory: MMS's class path starts with ".", so the JVM loads
-them before the jar's own ServerInitializer. It is compiled only against the exact MMS class it was
+compiled with javac against the installed model-server.jar into a jar of their own (`build`), which
+`front_end_jar` hands to the launch: `mms.class_path` puts it ahead of MMS's jars, so the JVM loads
+our ServerInitializer before the jar's own. (A jar, not a class directory: the JVM maps its class
+data archive only where no class path directory has files.) It is compiled only against the exact MMS class it was
 written against (SHA-256 below; a unit test checks the pinned jar has it) and installed only
 with that MMS version; another one keeps its own class, with a warning. (The start
 checks the version, not the hash: parsing the 7.5 MB jar's directory took 60-90 ms.)
 
-The compiled classes come from the package (container/Dockerfile compiles them in a JDK stage: the
-image's runtime has no compiler), or are built once per source and jar into ~/.cache/clip-search
-when a JDK's javac is on the PATH (a native install, CI).
+The jar comes from the package (container/Dockerfile compiles it in a JDK stage: the image's
+runtime has no compiler), or is built once per source and MMS jar into ~/.cache/clip-search when a
+JDK's javac is on the PATH (a native install, CI).
 """
 import hashlib
 import importlib.metadata
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 CLASS_NAME = "com.amazonaws.ml.mms.ServerInitializer"
 CLASS_PATH = CLASS_NAME.replace(".", "/") + ".class"
 SOURCE = "ServerInitializer.java"
-JAVA_DIR = "java"  # package data: the source, and in a built image the compiled classes/ tree
-CLASSES = "classes"
+JAVA_DIR = "java"  # package data: the source, and in a built image the compiled jar
+JAR = "front-end.jar"
 # MMS 1.1.11's model-server.jar entry that ServerInitializer.java replaces; another hash means
 # another MMS, whose pipeline the source must be checked against before it may stand in for it.
 REPLACED_SHA256 = "b25df178108adb838a2c96567c4f2a32cbcb6cd3a64384df4f9e3e3257b5471e"
@@ -84,7 +85,7 @@ def _javac() -> str | None:
 
 
 def build(dest: Path, jar: Path | None = None, javac: str | None = None) -> Path:
-    """Compile ServerInitializer.java against `jar` into the class tree `dest` (made atomically)."""
+    """Compile ServerInitializer.java against `jar` into the jar `dest` (written atomically)."""
     jar = jar or mms_jar()
     found = replaced_sha256(jar)
     if found != REPLACED_SHA256:
@@ -97,57 +98,56 @@ def build(dest: Path, jar: Path | None = None, javac: str | None = None) -> Path
     dest.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=dest.parent))
     try:
+        classes = scratch / "classes"
         result = subprocess.run(
             [javac, "--release", JAVA_RELEASE, "-nowarn", "-encoding", "UTF-8", "-cp", str(jar),
-             "-d", str(scratch), str(_package_path(SOURCE))],
+             "-d", str(classes), str(_package_path(SOURCE))],
             capture_output=True, text=True,
         )
         if result.returncode != 0:
             raise FrontEndError(f"javac failed on {SOURCE}: {result.stderr.strip()}")
-        try:
-            scratch.rename(dest)
-        except OSError:
-            if not (dest / CLASS_PATH).is_file():  # not a concurrent build that finished first
-                raise
+        staged = scratch / JAR
+        with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(classes.rglob("*.class")):
+                archive.write(path, path.relative_to(classes).as_posix())
+        staged.replace(dest)  # atomic: a concurrent start sees the old jar or the new, never half
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return dest
 
 
-def _cache_dir() -> Path:
+def _cache_jar() -> Path:
     key = hashlib.sha256(_package_path(SOURCE).read_bytes() + REPLACED_SHA256.encode()
                          + JAVA_RELEASE.encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "clip-search" / "mms-front-end" / key / CLASSES
+    return Path.home() / ".cache" / "clip-search" / "mms-front-end" / key / JAR
 
 
-def compiled_classes(jar: Path) -> Path | None:
-    """The compiled class tree: packaged, cached, or compiled now; None if there is no way to."""
-    for tree in (_package_path(CLASSES), _cache_dir()):
-        if (tree / CLASS_PATH).is_file():
-            return tree
+def compiled_jar(jar: Path) -> Path | None:
+    """The front-end jar: packaged, cached, or compiled now; None if there is no way to."""
+    for path in (_package_path(JAR), _cache_jar()):
+        if path.is_file():
+            return path
     if _javac() is None:
         return None
-    return build(_cache_dir(), jar)
+    return build(_cache_jar(), jar)
 
 
-def install(workdir: Path, jar: Path | None = None) -> bool:
-    """Put our front-end classes on MMS's class path in `workdir` (MMS's working directory).
+def front_end_jar(jar: Path | None = None) -> Path | None:
+    """The jar to put ahead of MMS's on the JVM's class path, or None (with a warning).
 
-    True if they are. Never stops a start: without them MMS answers as it always did.
+    Never stops a start: without it MMS answers as it always did.
     """
     version = mms_version()
     if version != MMS_VERSION:
         logger.warning("multi-model-server %s is not %s, whose %s ours stands in for: %s",
                        version, MMS_VERSION, CLASS_NAME, UNGUARDED)
-        return False
+        return None
     try:
-        tree = compiled_classes(jar or mms_jar())
-        if tree is None:
-            logger.warning("no compiled front-end classes and no javac to build them (install a JDK, "
-                           "or use the image): %s", UNGUARDED)
-            return False
-        shutil.copytree(tree, workdir, dirs_exist_ok=True)
+        found = compiled_jar(jar or mms_jar())
     except (FrontEndError, OSError) as error:
-        logger.warning("front-end classes not installed (%s): %s", error, UNGUARDED)
-        return False
-    return True
+        logger.warning("front-end classes not built (%s): %s", error, UNGUARDED)
+        return None
+    if found is None:
+        logger.warning("no compiled front-end classes and no javac to build them (install a JDK, "
+                       "or use the image): %s", UNGUARDED)
+    return found

@@ -32,12 +32,13 @@ def launch(model_dir: Path, workdir: Path, inference_address: str, management_ad
     settings.log_effective(logger)
     (Path(workdir) / "logs").mkdir(parents=True, exist_ok=True)
     config = mms.write_config(Path(workdir), inference_address, management_address, handler)
-    java_front_end.install(Path(workdir))  # our 405 and 413 in MMS: its cwd is first on its class path
     env = mms.worker_environment(Path(workdir))
     mark_verified(model_dir, env)
     env.update(extra_env or {})
+    # our 405 and 413 in MMS: the front-end jar goes ahead of MMS's on the class path
+    command = mms.command(config, model_dir, env=env, front_end=java_front_end.front_end_jar())
     return subprocess.Popen(
-        mms.command(config, model_dir), env=env, cwd=mms.java_cwd(Path(workdir)),
+        command, env=env, cwd=workdir,
         stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None, start_new_session=True,
     )
 

@@ -15,7 +15,6 @@ that the two agree.
 """
 import importlib.resources
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -101,27 +100,58 @@ def worker_environment(workdir: Path) -> dict:
     return env
 
 
-def command(config_file: Path, model_dir: Path) -> list[str]:
-    # The console script sits beside this interpreter in a venv that was never activated.
-    beside = Path(sys.executable).parent / "multi-model-server"
-    executable = str(beside) if beside.exists() else shutil.which("multi-model-server")
-    if executable is None:
-        raise RuntimeError("multi-model-server is not installed (pip install multi-model-server)")
-    return [
-        executable, "--start", "--foreground",
-        "--mms-config", str(config_file),
-        "--log-config", LOG_CONFIG,
-        "--model-store", MODEL_STORE,
-        "--models", f"{MODEL_NAME}={Path(model_dir).resolve()}",
+def mms_home() -> Path:
+    """The folder holding the `mms` package (its jars are in mms/frontend/)."""
+    import mms as mms_package  # the bare package: its __init__ imports nothing heavy
+
+    return Path(mms_package.__file__).resolve().parent.parent
+
+
+def java(env: dict | None = None) -> str:
+    home = (env if env is not None else os.environ).get("JAVA_HOME")
+    return os.path.join(home, "bin", "java") if home else "java"
+
+
+def class_path(front_end: Path | None = None) -> str:
+    """The JVM's class path: our front-end jar (serving/java_front_end.py), when there is one, ahead
+    of MMS's jars so that its classes win. No "." (MMS's launcher puts it first): the JVM maps its
+    class data archive (serving/java_archive.py) only when no class path directory has files in it,
+    and ours is a jar, not a directory of classes."""
+    entries = [str(front_end)] if front_end is not None else []
+    return ":".join(entries + [os.path.join(str(mms_home()), "mms", "frontend", "*")])
+
+
+def read_properties(path: Path) -> dict:
+    """key=value lines as MMS's launcher reads them (mms/model_server.py load_properties): the
+    last of a repeated key wins."""
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def command(config_file: Path, model_dir: Path, env: dict | None = None,
+            front_end: Path | None = None) -> list[str]:
+    """The Java front end's command line, as MMS's launcher (`multi-model-server --start`,
+    mms/model_server.py) builds it, without running that launcher: it is one more Python process
+    on the cold start (psutil, a pid file in the temp dir), and it puts "." first on the class
+    path. `env` is the environment the JVM gets (TEMP sets its temp dir, JAVA_HOME the java)."""
+    env = env if env is not None else os.environ
+    vmargs = [word for word in read_properties(config_file).get("vmargs", "").split()
+              if not word.startswith("-Dlog4j.configurationFile=")]  # ours below, as the launcher does
+    cmd = [java(env), f"-Dmodel_server_home={mms_home()}", f"-Dlog4j.configurationFile=file://{LOG_CONFIG}"]
+    if env.get("TEMP"):
+        cmd.append(f"-Djava.io.tmpdir={env['TEMP']}")
+    return cmd + vmargs + [
+        "-cp", class_path(front_end), "com.amazonaws.ml.mms.ModelServer",
+        "--python", sys.executable,
+        "-f", str(config_file),
+        "-s", MODEL_STORE,
+        "-m", f"{MODEL_NAME}={Path(model_dir).resolve()}",
     ]
-
-
-def java_cwd(workdir: Path) -> Path:
-    """An empty directory for the front end to run in: MMS puts "." first on the JVM's class path,
-    and the JVM maps its class data archive (CDS) only where every class path directory is empty."""
-    path = workdir / "jvm"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def write_config(workdir: Path, inference_address: str, management_address: str,
