@@ -49,8 +49,9 @@ IMAGE_GRAPH = "image_encoder"
 TEXT_GRAPH = "text_encoder"
 OPSET = 18
 AUTO = "auto"
-# Fastest first (benchmarks: onnx-int8 5.0x torch eager at batch 32 on AVX-512 VNNI, 2.0x on AVX2;
-# OpenVINO 4.4x with bf16, 1.2x in f32). int8 may drift past the guard with some weights; OpenVINO
+# Fastest first (docs/performance.md, `python -m benchmarks --sections encoder`, on AVX-512 VNNI and
+# AVX2 hosts; those figures predate running int8 one input per call, which measured as fast as the
+# batched int8 on AVX2). int8 may drift past the guard with some weights; OpenVINO
 # is exact in f32 and 0.99995 in bf16, so it is the one that passes when int8 does not.
 AUTO_CANDIDATES = ("onnx-int8", "openvino")
 _OUTPUT_DIRS = {"onnx": ONNX_DIR, "onnx-int8": ONNX_DIR, "openvino": OPENVINO_DIR}
