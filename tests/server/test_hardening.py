@@ -164,6 +164,17 @@ def test_a_body_over_what_the_java_front_end_takes_gets_the_json_413_too(native_
     assert str(40 << 20) in response.json()["error"]
 
 
+def test_the_java_front_ends_limit_follows_the_servers_own_environment(small_limit_server):
+    # env= gives this server alone a 1 MB limit: Java takes up to twice that, so 3 MiB is the front
+    # end's refusal, not the handler's. (Java's limit used to come from this process's settings, the
+    # 6 MB default: 12 MiB, and the body reached the worker.)
+    response = requests.post(small_limit_server.url + "/invocations", data=b"a" * (3 << 20),
+                             headers={"Content-Type": "text/plain"}, timeout=60)
+    _assert_json_413_from_the_front_end(response.status_code, response.headers.get("Content-Type", ""),
+                                        response.content)
+    assert str(2 << 20) in response.json()["error"]  # the limit it names: twice 1 MiB
+
+
 def test_expect_100_continue_over_the_limit_gets_the_json_413_and_the_connection_stays(native_server):
     # what curl sends for a large body: the refusal comes before the body, on a connection kept open
     host, port = native_server.url.split("//")[1].split(":")

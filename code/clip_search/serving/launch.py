@@ -29,10 +29,13 @@ def launch(model_dir: Path, workdir: Path, inference_address: str, management_ad
                 manifest.get("runtime", "torch"), model_dir)
     if manifest.get("test_model"):
         logger.warning("serving the clip-search TEST MODEL: random weights, meaningless embeddings")
-    settings.log_effective(logger)
+    # MMS and its worker run with extra_env on top of ours: their settings size MMS (request limit,
+    # workers), not this process's alone.
+    current = settings.parse({**os.environ, **extra_env}) if extra_env else settings.current()
+    settings.log_effective(logger, current)
     (Path(workdir) / "logs").mkdir(parents=True, exist_ok=True)
-    config = mms.write_config(Path(workdir), inference_address, management_address, handler)
-    env = mms.worker_environment(Path(workdir))
+    config = mms.write_config(Path(workdir), inference_address, management_address, handler, current)
+    env = mms.worker_environment(Path(workdir), current)
     mark_verified(model_dir, env)
     env.update(extra_env or {})
     # our 405 and 413 in MMS: the front-end jar goes ahead of MMS's on the class path

@@ -42,17 +42,17 @@ MIN_RESPONSE_BYTES = 32 * 1024 * 1024
 JAVA_REQUEST_FACTOR = 2
 
 
-def max_request_bytes() -> int:
+def max_request_bytes(current: "settings.Settings | None" = None) -> int:
     """The documented request limit (SAGEMAKER_MAX_PAYLOAD_IN_MB) in bytes, enforced by the handler."""
-    return int(settings.current().max_payload_mb * 1024 * 1024)
+    return int((current or settings.current()).max_payload_mb * 1024 * 1024)
 
 
 # MMS parses port numbers as a Java short: 32768 and above are refused ("Invalid port number").
 MAX_PORT = 32767
 
 
-def workers() -> int:
-    return settings.current().workers
+def workers(current: "settings.Settings | None" = None) -> int:
+    return (current or settings.current()).workers
 
 
 def toolkit_properties(env: "environment.Environment", handler: str) -> str:
@@ -71,14 +71,17 @@ def toolkit_properties(env: "environment.Environment", handler: str) -> str:
     return template + "".join(f"{key}={value}\n" for key, value in values.items() if value)
 
 
-def properties(inference_address: str, management_address: str, handler: str = HANDLER) -> str:
+def properties(inference_address: str, management_address: str, handler: str = HANDLER,
+               current: "settings.Settings | None" = None) -> str:
+    """MMS's configuration; `current` is the settings of the environment MMS and its worker get
+    (default: this process's)."""
     text = toolkit_properties(environment.Environment(), handler)
-    current = settings.current()
-    request_bytes = max_request_bytes()
+    current = current or settings.current()
+    request_bytes = max_request_bytes(current)
     overrides = {
         "inference_address": inference_address,
         "management_address": management_address,
-        "default_workers_per_model": workers(),
+        "default_workers_per_model": workers(current),
         # Java's own refusal is a 413 with an empty body: let it take up to twice the limit and
         # refuse in the handler with the JSON error (handler_service.check_size).
         "max_request_size": JAVA_REQUEST_FACTOR * request_bytes,
@@ -89,14 +92,14 @@ def properties(inference_address: str, management_address: str, handler: str = H
     return text + "".join(f"{key}={value}\n" for key, value in overrides.items())
 
 
-def worker_environment(workdir: Path) -> dict:
+def worker_environment(workdir: Path, current: "settings.Settings | None" = None) -> dict:
     """Environment for MMS and its workers: temp files and logs in `workdir`, threads per worker."""
     env = dict(os.environ)
     for name in ("TMPDIR", "TEMP", "TMP"):
         env[name] = str(workdir)
     env["LOG_LOCATION"] = str(workdir / "logs")
     env["METRICS_LOCATION"] = str(workdir / "logs")
-    env.setdefault(THREADS_ENV, str(max(1, available_cores() // workers())))
+    env.setdefault(THREADS_ENV, str(max(1, available_cores() // workers(current))))
     return env
 
 
@@ -155,7 +158,7 @@ def command(config_file: Path, model_dir: Path, env: dict | None = None,
 
 
 def write_config(workdir: Path, inference_address: str, management_address: str,
-                 handler: str = HANDLER) -> Path:
+                 handler: str = HANDLER, current: "settings.Settings | None" = None) -> Path:
     path = workdir / "mms.properties"
-    path.write_text(properties(inference_address, management_address, handler))
+    path.write_text(properties(inference_address, management_address, handler, current))
     return path
