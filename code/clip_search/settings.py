@@ -120,6 +120,8 @@ VARIABLES: tuple[Variable, ...] = (
              "embedded index: upserted products buffered per LanceDB commit"),
     Variable("CLIP_SEARCH_INDEX", "index", _text, "",
              "search app / Lambda handler: the index to search (folder, OpenSearch URL, postgresql:// DSN)"),
+    Variable("CLIP_SEARCH_MODEL", "model", _text, "",
+             "search / app CLI: the default for --model (encode queries in process with this artifact)"),
     Variable("CLIP_SEARCH_ENDPOINT", "endpoint", _text, "",
              "search app / Lambda handler: encode queries with this endpoint (SageMaker endpoint name or "
              "URL); empty = the encoder the index recorded"),
