@@ -82,6 +82,11 @@ def test_an_s3_photo_that_cannot_be_presigned_is_a_502(app, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # boto3's default session keeps the credentials it first resolved (an earlier test's moto
+    # keys): a fresh one resolves them from the environment above, which has none.
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     response = requests.get(url + "/api/products/p2/image", timeout=60, allow_redirects=False)
     assert_json_error(response, 502, "cannot presign the image of product 'p2'")
     local = requests.get(url + "/api/products/p1/image", timeout=30)
