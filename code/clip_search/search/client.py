@@ -21,7 +21,7 @@ from clip_search.search.embeddings import Embedder, embedder_for
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters
 from clip_search.search.index import FIELDS, IMAGE, TITLE, UpsertReport, VectorIndex, open_index
-from clip_search.search.records import EmbeddedProduct, Hit, Product
+from clip_search.search.records import Hit, Product
 
 DEFAULT_BATCH = 32
 PRECOMPUTED_BATCH = 8192
