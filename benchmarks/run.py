@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,15 +28,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))  # run from a checkout without installing
 
-from clip_search.serving.batch import _prepare_images  # noqa: E402  (the handler's own decode path)
 from clip_search.artifact import extract_artifact, verify_artifact  # noqa: E402
-from clip_search.packaging.build import package_model  # noqa: E402
 from clip_search.encoder import ClipEncoder, resolve_threads  # noqa: E402
-from clip_search.runtimes import cpu_flags  # noqa: E402
 from clip_search.images import decode_image  # noqa: E402
+from clip_search.packaging.build import package_model  # noqa: E402
 from clip_search.packaging.export import AUTO_CANDIDATES  # noqa: E402
 from clip_search.packaging.guard import AccuracyGuardError  # noqa: E402
 from clip_search.packaging.torch_runtime import TorchRuntime  # noqa: E402
+from clip_search.runtimes import cpu_flags  # noqa: E402
+from clip_search.serving.batch import _prepare_images  # noqa: E402  (the handler's own decode path)
 
 GROCERY = Path(os.environ.get("CLIP_SEARCH_GROCERY_DIR", REPO.parent / "shared" / "datasets" / "grocery-store"))
 RUNTIMES = ["torch", "onnx", "onnx-int8", "openvino"]
@@ -398,10 +397,7 @@ def _embedded_index(args, vectors):
 
 # --- 4. cold start ------------------------------------------------------------------------------
 def cold_rows(args, models, runtimes):
-    import psutil
-    import requests
 
-    from clip_search.serving.server import free_port
 
     rows = []
     for runtime in runtimes:

@@ -26,12 +26,10 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
@@ -42,8 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.run import GROCERY, interleaved, pct, table  # noqa: E402
 from clip_search.runtimes import cpu_flags  # noqa: E402
-from tests.container.docker_helpers import (  # noqa: E402
-    SERVERLESS_ARGS, ServingContainer, cpu_seconds, docker, image_size_bytes)
+from tests.container.docker_helpers import SERVERLESS_ARGS, ServingContainer, cpu_seconds, docker, image_size_bytes  # noqa: E402
 
 MEMORY_MB = (2048, 3072, 4096, 6144)
 CPUS = (1, 2)

@@ -10,7 +10,6 @@
    cropped, mirrored copies of the catalogue photos).
 """
 import io
-import json
 import logging
 import os
 import shutil

@@ -13,7 +13,6 @@ import pytest
 
 from clip_search.demo_data import GROCERY as DEMO_DATA
 
-
 REPO = Path(__file__).resolve().parents[2]
 DEMO = DEMO_DATA
 UPLOAD_LIMIT = 1024 * 1024  # the test apps accept bodies up to 1 MiB

@@ -7,7 +7,6 @@ Tier: server (starts multi-model-server).
 import base64
 import json
 import uuid
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest

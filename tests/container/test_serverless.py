@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from tests.container.docker_helpers import (
-    ServingContainer, container_processes, cpu_seconds, docker, mapped_packages, process_kind)
+    ServingContainer,
+    container_processes,
+    cpu_seconds,
+    docker,
+    mapped_packages,
+    process_kind,
+)
 
 pytestmark = pytest.mark.container
 

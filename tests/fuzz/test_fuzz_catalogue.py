@@ -6,7 +6,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clip_search.search.catalogue import read_catalogue
 from clip_search.search.errors import CatalogueError

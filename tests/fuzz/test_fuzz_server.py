@@ -4,7 +4,8 @@ import json
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fuzz.strategies import accepts, bodies, content_types
 

@@ -1,6 +1,5 @@
 """EndpointClient against the real model server, by URL and by SageMaker endpoint name."""
 import base64
-import json
 
 import boto3
 import numpy as np

@@ -15,7 +15,6 @@ from clip_search.files import sha256_file
 
 from .recording_proxy import AwsRecordingProxy
 
-
 CATALOGUE = DEMO_DATA / "products.jsonl"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:" + "ef" * 32
 

@@ -2,8 +2,8 @@
 import json
 
 import boto3
-from botocore.awsrequest import AWSResponse
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from model_build.aws import Aws
 from model_build.config import CONTENT_TYPES, RESPONSE_TYPES, load_config

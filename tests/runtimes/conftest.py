@@ -40,8 +40,8 @@ def openvino_model_dir(tmp_path_factory, calibration_dir):
 def int8_model_dir(tmp_path_factory, test_model_dir):
     """int8 graphs exported without the guard (test_guard runs it with several thresholds)."""
     from clip_search.artifact import read_manifest
-    from clip_search.packaging.manifest import write_manifest
     from clip_search.packaging.export import export_runtime
+    from clip_search.packaging.manifest import write_manifest
 
     model_dir = tmp_path_factory.mktemp("int8") / "model"
     shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))

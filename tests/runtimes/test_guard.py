@@ -37,8 +37,8 @@ def test_guard_records_figures_thresholds_and_cpu(int8_model_dir, calibration_di
 
 
 def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, monkeypatch):
-    from clip_search.packaging.cli import package_model_command
     from clip_search.packaging import guard
+    from clip_search.packaging.cli import package_model_command
 
     monkeypatch.setattr(guard, "IMAGE_THRESHOLD", 0.99999)  # int8 drifts more than that on photos
     output = tmp_path / "model.tar.gz"

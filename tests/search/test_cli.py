@@ -2,12 +2,10 @@
 import json
 
 import pytest
-
-from clip_search.demo_data import GROCERY as DEMO_DATA
 from click.testing import CliRunner
 
 from clip_search.cli import main
-from tests.search.conftest import REPO
+from clip_search.demo_data import GROCERY as DEMO_DATA
 
 CATALOGUE = DEMO_DATA / "products.jsonl"
 

@@ -52,7 +52,6 @@ def test_cli_index_and_search_through_the_native_server(tmp_path, test_model_tar
     from clip_search.search.catalogue import read_catalogue
     from clip_search.search.index.embedded import EmbeddedIndex
     from clip_search.serving.server import ModelServer
-    from tests.search.conftest import REPO
 
     products = list(read_catalogue(DEMO_DATA / "products.jsonl"))[:10]
     catalogue = tmp_path / "subset.jsonl"

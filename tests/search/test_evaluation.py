@@ -170,8 +170,8 @@ def test_index_mode_counts_the_same(small_case, test_model_tar, tmp_path):
 def int8_artifact(tmp_path_factory, test_model_dir):
     """The test model with int8 ONNX graphs (no guard) and its fp32 weights kept."""
     from clip_search.artifact import read_manifest
-    from clip_search.packaging.manifest import write_manifest
     from clip_search.packaging.export import export_runtime
+    from clip_search.packaging.manifest import write_manifest
 
     model_dir = tmp_path_factory.mktemp("int8") / "model"
     shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))

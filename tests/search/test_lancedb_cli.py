@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from clip_search.cli import main
+from clip_search.demo_data import GROCERY as DEMO_DATA
 from clip_search.search.catalogue import read_catalogue
 from clip_search.search.index.embedded import EmbeddedIndex
-from clip_search.demo_data import GROCERY as DEMO_DATA
 
 CATALOGUE = DEMO_DATA / "products.jsonl"
 

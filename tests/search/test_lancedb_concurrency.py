@@ -12,7 +12,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from clip_search.search.index.embedded import EmbeddedIndex
 from tests.search.conftest import REPO, unit

@@ -1,7 +1,6 @@
 """The real multi-model-server at its edges: an answer over MMS's default response limit, a killed
 Python worker, multi-frame images, SIGINT to `clip-search serve`."""
 import io
-import os
 import signal
 import subprocess
 import sys

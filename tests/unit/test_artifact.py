@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from clip_search.artifact import extract_artifact, read_packed_manifest, verify_artifact
-from clip_search.packaging.build import package_model
+from clip_search.artifact import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, extract_artifact, read_packed_manifest, verify_artifact
 from clip_search.errors import ModelLoadError
-from clip_search.artifact import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from clip_search.packaging.build import package_model
 
 
 def test_tar_holds_config_weights_manifest_and_script_mode_code(test_model_tar):

@@ -8,9 +8,19 @@ import tarfile
 import pytest
 
 from clip_search import artifact
-from clip_search.artifact import (CONFIG_FILE, MANIFEST_FILE, VERIFIED_ENV, WEIGHTS_FILE, extract_artifact,
-                                  has_weights, mark_verified, read_config, read_manifest, read_packed_manifest,
-                                  verify_artifact)
+from clip_search.artifact import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    VERIFIED_ENV,
+    WEIGHTS_FILE,
+    extract_artifact,
+    has_weights,
+    mark_verified,
+    read_config,
+    read_manifest,
+    read_packed_manifest,
+    verify_artifact,
+)
 from clip_search.errors import ModelLoadError
 
 

@@ -91,10 +91,10 @@ def test_a_latin1_catalogue_is_refused_with_line_and_byte_offset(tmp_path, test_
 
 
 def test_a_latin1_catalogue_reads_with_encoding():
-    from clip_search.search.catalogue import read_catalogue
-
     import tempfile
     from pathlib import Path
+
+    from clip_search.search.catalogue import read_catalogue
 
     with tempfile.TemporaryDirectory() as folder:
         catalogue = Path(folder) / "products.csv"

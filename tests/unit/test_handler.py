@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from sagemaker_inference.errors import GenericInferenceToolkitError
 
 from clip_search.errors import RequestError
-from sagemaker_inference.errors import GenericInferenceToolkitError
 from clip_search.serving.handler import input_fn, model_fn, output_fn, predict_fn
 
 

@@ -1,7 +1,6 @@
 """The numpy/Pillow preprocessing equals open_clip's own eval transform on real photos."""
 import numpy as np
 import pytest
-from PIL import Image
 
 from clip_search.images import decode_image
 from clip_search.preprocess import ImagePreprocess

@@ -1,7 +1,8 @@
 """The artifact's tokenizer.json gives open_clip's token ids, without torch at run time."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clip_search.errors import ModelLoadError
 from clip_search.tokenizer import TOKENIZER_FILE, ClipTokenizer

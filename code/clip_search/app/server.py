@@ -37,7 +37,12 @@ from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from clip_search.app.service import (  # noqa: E402
-    Query, SearchService, UpstreamError, decode_base64_image, parse_filter_specs, parse_k,
+    Query,
+    SearchService,
+    UpstreamError,
+    decode_base64_image,
+    parse_filter_specs,
+    parse_k,
 )
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import stat
 import threading
 import time
 from collections import Counter
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 import numpy as np

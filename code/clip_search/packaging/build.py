@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from clip_search import __version__
-from clip_search.artifact import CONFIG_FILE, FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE
+from clip_search.artifact import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 from clip_search.errors import ModelDownloadError
 from clip_search.files import sha256_file
 from clip_search.packaging.manifest import add_file_to_manifest, write_manifest

@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 
 from clip_search.artifact import read_packed_manifest
-from clip_search.packaging.build import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model
 from clip_search.encoder import TEST_MODEL_WARNING
 from clip_search.errors import ModelDownloadError
+from clip_search.packaging.build import DEFAULT_ARCH, DEFAULT_PRETRAINED, package_model
 from clip_search.runtimes import PACKAGING_CHOICES, PACKAGING_DEFAULT
 
 RUNTIME_CHOICES = PACKAGING_CHOICES

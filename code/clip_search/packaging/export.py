@@ -37,8 +37,8 @@ class _DropOrtPreprocessHint(logging.Filter):
 if not any(isinstance(f, _DropOrtPreprocessHint) for f in logging.getLogger().filters):
     logging.getLogger().addFilter(_DropOrtPreprocessHint())
 
-from clip_search.packaging.manifest import add_file_to_manifest
 from clip_search.artifact import WEIGHTS_FILE, read_config
+from clip_search.packaging.manifest import add_file_to_manifest
 from clip_search.packaging.torch_runtime import _encode_text_trimmed, build_model
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=No
                    guard: bool = True, precision: str | None = None, **options) -> dict:
     """Export, record, guard. Returns the updated manifest; raises AccuracyGuardError on failure.
     `runtime` "auto": the first of AUTO_CANDIDATES the guard accepts (export_first_passing)."""
-    from clip_search.runtimes import RUNTIMES
     from clip_search.packaging.guard import run_guard
+    from clip_search.runtimes import RUNTIMES
 
     if runtime == AUTO:
         if not guard:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from clip_search import settings
-from clip_search.runtimes import cpu_flags
 from clip_search.demo_data import GROCERY
+from clip_search.runtimes import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def run_guard(model_dir: Path, manifest: dict, runtime: str, calibration=None, t
     image_threshold = IMAGE_THRESHOLD if image_threshold is None else image_threshold
     text_threshold = TEXT_THRESHOLD if text_threshold is None else text_threshold
     from clip_search.encoder import ClipEncoder, resolve_threads
-    from clip_search.runtimes import _runtime_class
     from clip_search.packaging.torch_runtime import TorchRuntime
+    from clip_search.runtimes import _runtime_class
 
     root = calibration_dir(calibration)
     threads = resolve_threads(threads)
@@ -190,10 +190,10 @@ def end_to_end(model_dir: Path, manifest: dict, runtime: str, candidate, referen
     """Min/mean cosines of the serving path (the core ClipEncoder with `candidate`: photo bytes ->
     decode -> its preprocessing -> runtime; titles -> its tokenizer -> runtime) to torch fp32 fed
     by open_clip's own transform (full decode) and tokenizer."""
+    from clip_search.artifact import read_config
     from clip_search.encoder import ClipEncoder, l2_normalise
     from clip_search.images import decode_image
     from clip_search.packaging.open_clip_io import build_preprocess, build_tokenizer
-    from clip_search.artifact import read_config
 
     encoder = ClipEncoder(model_dir, dict(manifest, runtime=runtime), runtime=candidate, threads=threads)
     payloads = [path.read_bytes() for path in photos]

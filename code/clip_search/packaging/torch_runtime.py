@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_search.packaging.torchvision_compat import ensure_torchvision_importable
 from clip_search.artifact import WEIGHTS_FILE, read_config
 from clip_search.errors import ModelLoadError
+from clip_search.packaging.torchvision_compat import ensure_torchvision_importable
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from clip_search.serving.decoder import EncodeRequest
 from clip_search.errors import RequestError
+from clip_search.serving.decoder import EncodeRequest
 
 
 @dataclass

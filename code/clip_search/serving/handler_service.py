@@ -20,11 +20,11 @@ import traceback  # noqa: E402
 from http import HTTPStatus
 
 import orjson  # noqa: E402
+from sagemaker_inference.errors import GenericInferenceToolkitError  # noqa: E402
 
+from clip_search.errors import PayloadTooLarge, RequestError  # noqa: E402
 from clip_search.serving import content_types as ct  # noqa: E402
 from clip_search.serving import handler  # noqa: E402
-from clip_search.errors import PayloadTooLarge, RequestError  # noqa: E402
-from sagemaker_inference.errors import GenericInferenceToolkitError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED

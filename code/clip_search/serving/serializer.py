@@ -4,9 +4,9 @@ import io
 import numpy as np
 import orjson
 
+from clip_search.errors import BadRequest, NotAcceptable
 from clip_search.serving import content_types as ct
 from clip_search.serving.batch import EncodeResult
-from clip_search.errors import BadRequest, NotAcceptable
 
 # orjson writes float32 arrays directly and in their shortest exact form: ~15x faster than the
 # json module on a 500 x 512 batch and half the bytes.

@@ -37,7 +37,7 @@ import numpy as np
 
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters
-from clip_search.search.index.base import FIELDS, IMAGE, IndexInfo, UpsertReport, VectorIndex, as_query_vector
+from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
 from clip_search.search.records import EmbeddedProduct, Hit
 from clip_search.search.scores import cosine_from_opensearch
 
@@ -105,6 +105,7 @@ def hybrid_pipeline() -> dict:
 
 def _sigv4_auth(aws_host):
     import boto3
+
     # The urllib3 flavour of opensearch-py's AWSV4SignerAuth, matching the client's default connection.
     from opensearchpy import Urllib3AWSV4SignerAuth
 

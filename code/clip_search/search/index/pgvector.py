@@ -13,8 +13,6 @@ import re
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import numpy as np
-
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
