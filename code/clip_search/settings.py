@@ -92,7 +92,7 @@ class Variable:
     secret: bool = False
 
 
-# The table the README's variable tables are written from. Order: serving, encoder, search, paths.
+# The one table of variables; scripts/settings_table.py writes the docs' tables (docs/configuration.md) from it.
 VARIABLES: tuple[Variable, ...] = (
     Variable("CLIP_SEARCH_THREADS", "threads", _int(0), 0,
              "intra-op threads per worker; 0 = the cores this process may use / workers"),

@@ -40,7 +40,7 @@ def workers(server) -> list[psutil.Process]:
 
 
 def test_an_answer_over_the_default_response_limit_reaches_the_client(test_model_tar):
-    """README: the response limit is raised so a large batch answer cannot kill the worker."""
+    """docs/configuration.md: the response limit is raised so a large batch answer cannot kill the worker."""
     items = 12_000  # 64 floats per item as JSON: ~760 bytes each, ~9 MB in all
     with ModelServer(test_model_tar, env={"CLIP_SEARCH_MAX_BATCH_ITEMS": str(items)}) as server:
         before = {p.pid for p in workers(server)}

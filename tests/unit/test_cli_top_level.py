@@ -13,7 +13,7 @@ from clip_search import cli
 from clip_search.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-# The contract: these names, each with its one-line help (README "Command line").
+# The contract: these names, each with its one-line help (`clip-search --help`; README "Commands").
 COMMANDS = {
     "app": "Serve the search page and its HTTP API for an index.",
     "delete": "Delete products by id from an index.",

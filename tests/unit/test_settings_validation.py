@@ -1,6 +1,6 @@
 """clip_search.settings: every variable parsed and validated at once, with errors that name it.
 
-Expected values here are the documented defaults and limits (README variable tables), written out,
+Expected values here are the documented defaults and limits (docs/configuration.md), written out,
 never read back from settings.VARIABLES.
 """
 import logging
