@@ -66,7 +66,8 @@ def test_an_edited_table_fails_the_check_names_the_command_and_is_rewritten(tmp_
     doc = tmp_path / "docs" / "configuration.md"
     shutil.copy(REPO / "docs" / "configuration.md", doc)
     committed = doc.read_text(encoding="utf-8")
-    edited = committed.replace("| `CLIP_SEARCH_MAX_BATCH_ITEMS` | `1024` |", "| `CLIP_SEARCH_MAX_BATCH_ITEMS` | `2048` |")
+    row = next(line for line in committed.splitlines() if line.startswith("| `CLIP_SEARCH_MAX_BATCH_ITEMS` |"))
+    edited = committed.replace(row, row.replace("records per request", "records per batch"))
     assert edited != committed
     doc.write_text(edited, encoding="utf-8")
 
