@@ -37,7 +37,7 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[st
             raise ValueError(f"a whole number <= {maximum}")
         return value
 
-    parse.accepts = (f"a whole number" + (f" >= {minimum}" if minimum is not None else "")
+    parse.accepts = ("a whole number" + (f" >= {minimum}" if minimum is not None else "")
                      + (f" and <= {maximum}" if maximum is not None else ""))
     return parse
 
