@@ -25,8 +25,8 @@ from http import HTTPStatus
 import orjson  # noqa: E402
 from sagemaker_inference.errors import GenericInferenceToolkitError  # noqa: E402
 
+from clip_search import content_types as ct  # noqa: E402
 from clip_search.errors import BadRequest, PayloadTooLarge, RequestError  # noqa: E402
-from clip_search.serving import content_types as ct  # noqa: E402
 from clip_search.serving import handler  # noqa: E402
 
 logger = logging.getLogger(__name__)
