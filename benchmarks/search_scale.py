@@ -1,10 +1,9 @@
 """The embedded index at scale: synthetic products fed through `clip-search index` from Batch Transform
 style .out files, then ANN build, one upsert, queries (unfiltered, selective filter, hybrid),
-recall@10 against exact search, RSS and disk size; and the old faiss folder side by side (its code
-from git history, when faiss-cpu is installed).
+recall@10 against exact search, RSS and disk size.
 
-    flock /work/bench.lock python -m benchmarks.search_scale --faiss-rows 50000   # 1,000,000 products
-    python -m benchmarks.search_scale --rows 200000 --faiss-rows 0 --workdir /tmp/scale
+    flock /work/bench.lock python -m benchmarks.search_scale   # 1,000,000 products
+    python -m benchmarks.search_scale --rows 200000 --workdir /tmp/scale
 
 Vectors: 512-d unit vectors around 2,000 random centres (like embeddings of many similar products;
 uniform random vectors are no ANN's real workload). Metadata is shaped like the grocery catalogue
@@ -35,7 +34,6 @@ WORDS = ("apple banana kiwi lemon lime mango melon orange peach pear plum pomegr
          "pepper carrot cucumber garlic ginger juice milk oat yoghurt soy sour cream organic fresh red green "
          "yellow sweet crisp juicy large small pack bag box").split()
 QUERIES = 200
-FAISS_COMMIT = "f1400ec"
 
 
 def vectors_for(count: int, centres: np.ndarray, seed: int) -> np.ndarray:
@@ -169,7 +167,7 @@ def percentiles(times):
 
 
 def recall(found, truth):
-    return round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4)
+    return round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])), 4)
 
 
 def phase_build(index_dir: str):
@@ -229,45 +227,6 @@ def phase_serve(index_dir: str, work: str):
     print(json.dumps(results))
 
 
-def phase_faiss(folder: str, work: str, rows: int):
-    """The old embedded index (faiss, from git history) at `rows` rows: upserts in batches of 50,000
-    (as measured in the issue), one more upsert + save, queries."""
-    import importlib.util
-
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{FAISS_COMMIT}:code/clip_search/search/index/embedded.py"],
-                            capture_output=True, text=True, check=True).stdout
-    path = Path(folder).parent / "faiss_embedded.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("faiss_embedded", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    from clip_search.search.records import EmbeddedProduct, Product
-
-    vectors = np.load(Path(work) / "vectors.npy", mmap_mode="r")
-    queries = np.load(Path(work) / "queries.npy")
-    module.EmbeddedIndex.__abstractmethods__ = frozenset()  # it predates VectorIndex.delete
-    index = module.EmbeddedIndex(folder)
-    index.ensure(DIM, "synthetic")
-    started = time.perf_counter()
-    for start in range(0, rows, 50_000):
-        block = np.asarray(vectors[start:start + 50_000])
-        index.upsert([EmbeddedProduct(Product(f"p{start + i}", "t", None, {"shelf": f"s{(start + i) % 1000}"}), v)
-                      for i, v in enumerate(block)])
-    index.refresh()
-    ingest = time.perf_counter() - started
-    started = time.perf_counter()
-    index.upsert([EmbeddedProduct(Product("new", "t"), queries[0])])
-    index.refresh()
-    upsert = time.perf_counter() - started
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        index.search(query, k=10, fields=("image",))
-        times.append(time.perf_counter() - started)
-    print(json.dumps({"ingest_products_per_s": round(rows / ingest), "one_upsert_ms": round(upsert * 1e3, 1),
-                      "unfiltered": percentiles(times)}))
-
-
 def du(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
 
@@ -275,17 +234,14 @@ def du(path: Path) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--faiss-rows", type=int, default=200_000, help="0: skip the old faiss index")
     parser.add_argument("--workdir", help="keep data and indexes here (default: a temporary folder)")
-    parser.add_argument("--phase", choices=["build", "serve", "faiss"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["build", "serve"], help=argparse.SUPPRESS)
     parser.add_argument("phase_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase == "build":
         return phase_build(*args.phase_args)
     if args.phase == "serve":
         return phase_serve(*args.phase_args)
-    if args.phase == "faiss":
-        return phase_faiss(args.phase_args[0], args.phase_args[1], int(args.phase_args[2]))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="search-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     me = [sys.executable, "-m", "benchmarks.search_scale"]
@@ -314,17 +270,6 @@ def main(argv=None):
         serve, _, rss = run_phase(me + ["--phase", "serve", str(index_dir), str(work)], env)
         report["serve"] = {**serve, "rss_gb": round(rss, 2)}
         report["disk_gb"] = round(du(index_dir), 2)
-        if args.faiss_rows:
-            try:
-                import faiss  # noqa: F401
-            except ImportError:
-                report["faiss"] = "skipped: faiss-cpu is not installed (no longer a dependency)"
-            else:
-                folder = work / "faiss-index"
-                shutil.rmtree(folder, ignore_errors=True)
-                faiss_report, _, rss = run_phase(me + ["--phase", "faiss", str(folder), str(work), str(args.faiss_rows)], env)
-                report["faiss"] = {"rows": args.faiss_rows, **faiss_report, "rss_gb": round(rss, 2),
-                                   "disk_gb": round(du(folder), 2)}
         report["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
         print(json.dumps(report, indent=2))
     finally:

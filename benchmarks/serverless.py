@@ -120,7 +120,7 @@ def timeline(container: ServingContainer, run_at: float, ready_s: float) -> dict
             split = {"imports": float(match[1]), "load": float(match[2])}
     ends.append(ready_s)
     phases, previous = {}, 0.0
-    for (name, _), end in zip(PHASES, ends):
+    for (name, _), end in zip(PHASES, ends, strict=True):
         phases[name] = None if end is None else end - previous
         previous = end if end is not None else previous
     return {"phases": phases, "split": split, "cpu": cpu_seconds(container.name)}

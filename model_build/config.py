@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from clip_search.serving import content_types as ct
+from clip_search import content_types as ct
 from model_build.errors import PublishError
 
 CONFIG_ENV = "CLIP_SEARCH_PUBLISH_CONFIG"

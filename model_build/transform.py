@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from clip_search.serving import content_types as ct
+from clip_search import content_types as ct
 from model_build.aws import Aws, parse_s3_uri
 from model_build.errors import PublishError
 

@@ -10,7 +10,7 @@ VENV=${VENV:-.venv}
 VENV=$(cd "$VENV" && pwd)
 REPO=$(pwd)
 WORK=build/mutants
-CORE=(serving/decoder.py serving/serializer.py serving/batch.py serving/content_types.py
+CORE=(serving/decoder.py serving/serializer.py serving/batch.py content_types.py
       artifact.py search/scores.py search/filters.py)
 TESTS=(tests/unit/test_serving_mutants.py tests/unit/test_artifact_mutants.py
        tests/unit/test_filters_mutants.py tests/search/test_scores.py)

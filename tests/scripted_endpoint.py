@@ -57,7 +57,7 @@ def echo_ids(vector):
     return answer
 
 
-# Fixtures for test modules: `from tests.scripted_endpoint import endpoint, scripted  # noqa: F401`.
+# Fixtures: a test folder's conftest.py imports both (tests/unit, tests/search).
 @pytest.fixture(scope="module")
 def scripted():
     with ScriptedEndpoint() as endpoint:

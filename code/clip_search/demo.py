@@ -25,10 +25,11 @@ from clip_search import settings
 TEXT_QUERIES = ["green apple", "orange juice", "oat milk", "red bell pepper", "vanilla yoghurt"]
 BANNER = "!" * 78
 WEIGHTS_HOST = "huggingface.co"
+DEMO_DATA_ENV = "CLIP_SEARCH_DEMO_DATA"
 
 
 def demo_catalogue_dir() -> Path:
-    """CLIP_SEARCH_DEMO_DATA, else the demo catalogue shipped in the package."""
+    """DEMO_DATA_ENV, else the demo catalogue shipped in the package."""
     from clip_search.demo_data import GROCERY
 
     return Path(settings.current().demo_data or GROCERY)

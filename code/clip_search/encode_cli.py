@@ -40,7 +40,7 @@ def encode(texts, images, model_path, endpoint):
         if images:
             rows = client.encode_records("image", [base64.b64encode(path.read_bytes()).decode("ascii")
                                                    for path in images])
-            for path, row in zip(images, rows):
+            for path, row in zip(images, rows, strict=True):
                 if isinstance(row, str):
                     raise ClipSearchError(f"{path}: the endpoint refused the image: {row}")
             parts.append(np.stack(rows))

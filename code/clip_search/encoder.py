@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_search import settings
 from clip_search.artifact import extract_artifact, read_config, verify_artifact
-from clip_search.extras import require
+from clip_search.errors import ModelLoadError
 from clip_search.images import decode_image
 from clip_search.preprocess import ImagePreprocess
 from clip_search.runtimes import load_runtime
@@ -53,21 +53,14 @@ class ClipEncoder:
         self.model_dir = Path(model_dir)
         self.manifest = manifest
         self.threads = resolve_threads(threads)
-        self.runtime = runtime or load_runtime(self.model_dir, manifest, runtime_name, self.threads)
         config = read_config(self.model_dir)
-        self.torch_free = (self.model_dir / TOKENIZER_FILE).is_file()
-        if self.torch_free:
-            # Every artifact packaged since tokenizer.json exists: tokenizers + Pillow/numpy, no torch.
-            self.tokenizer = ClipTokenizer.from_model_dir(self.model_dir)
-            self.preprocess = ImagePreprocess(config.get("preprocess_cfg", {}))
-        else:
-            # An older artifact: open_clip's own tokenizer and transform (the `package` extra).
-            require("package", "torch", "open_clip",
-                    what=f"an artifact without {TOKENIZER_FILE} (packaged before clip-search had it)")
-            from clip_search.packaging.open_clip_io import build_preprocess, build_tokenizer
-
-            self.preprocess = _tensor_to_numpy(build_preprocess(config.get("preprocess_cfg", {})))
-            self.tokenizer = _tensor_to_numpy(build_tokenizer(self.model_dir))
+        if not (self.model_dir / TOKENIZER_FILE).is_file():
+            # The run time tokenises with tokenizer.json only (tokenizers, no torch); packaging writes it.
+            raise ModelLoadError(f"{self.model_dir} has no {TOKENIZER_FILE}: it was packaged by an older clip-search; "
+                                 f"repackage it (clip-search package-model, the 'package' extra)")
+        self.tokenizer = ClipTokenizer.from_model_dir(self.model_dir)
+        self.preprocess = ImagePreprocess(config.get("preprocess_cfg", {}))
+        self.runtime = runtime or load_runtime(self.model_dir, manifest, runtime_name, self.threads)
         self.image_size = _image_size(config["model_cfg"])
         # Draft decoding keeps at least image_size pixels on both sides, so the preprocessor still
         # only ever shrinks. ViT-B-32 embeddings stay within cosine 0.99998 of a full decode (the
@@ -132,11 +125,6 @@ class ClipEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(self.preprocess_images(images))
-
-
-def _tensor_to_numpy(transform):
-    """open_clip's tokenizer / transform returning numpy arrays, like the torch-free ones."""
-    return lambda value: transform(value).numpy()
 
 
 def _image_size(model_cfg: dict) -> int:

@@ -4,7 +4,7 @@
 region and `AWS_ENDPOINT_URL` come from the usual places); `EndpointClient("http://host:8080")`
 POSTs to URL + "/invocations" (our native server, the container, SageMaker local mode).
 
-Requests use the handler's JSON Lines wire format (CONTRACTS.md): one `{"id", "text"|"image"}` per
+Requests use the handler's JSON Lines wire format (README, "Handler contract"): one `{"id", "text"|"image"}` per
 line in, one `{"id", "embedding"}` or `{"id", "error"}` per line out. Records are packed into as
 few requests as fit under `max_payload_bytes`; SageMaker refuses larger bodies (serverless 4 MB,
 real-time 6 MB), so the default is the smaller of the two.
@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from clip_search.content_types import JSON, JSONLINES
 from clip_search.errors import ClipSearchError
-from clip_search.serving.content_types import JSON, JSONLINES
 
 SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024  # InvokeEndpoint limit for serverless endpoints
 

@@ -37,7 +37,7 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[st
             raise ValueError(f"a whole number <= {maximum}")
         return value
 
-    parse.accepts = (f"a whole number" + (f" >= {minimum}" if minimum is not None else "")
+    parse.accepts = ("a whole number" + (f" >= {minimum}" if minimum is not None else "")
                      + (f" and <= {maximum}" if maximum is not None else ""))
     return parse
 
@@ -97,7 +97,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CLIP_SEARCH_THREADS", "threads", _int(0), 0,
              "intra-op threads per worker; 0 = the cores this process may use / workers"),
     Variable("CLIP_SEARCH_RUNTIME", "runtime", _text, "",
-             "force a runtime (torch, onnx, onnx-int8, openvino); empty = the manifest's"),
+             "the run-time runtime to serve with (onnx, onnx-int8, openvino; must be the artifact's); empty = the manifest's"),
     Variable("CLIP_SEARCH_OPENVINO_PRECISION", "openvino_precision", _choice("auto", "bf16", "f32"), "",
              "OpenVINO INFERENCE_PRECISION_HINT; empty = the manifest's"),
     Variable("CLIP_SEARCH_JPEG_DRAFT", "jpeg_draft", _bool, True,

@@ -70,7 +70,7 @@ class ClipTokenizer:
         context_length = context_length or self.context_length
         encodings = self._tokenizer.encode_batch([clean(text) for text in texts], add_special_tokens=False)
         result = np.zeros((len(texts), context_length), dtype=np.int64)
-        for row, encoding in zip(result, encodings):
+        for row, encoding in zip(result, encodings, strict=True):
             ids = [self.sot_token_id, *encoding.ids, self.eot_token_id]
             if len(ids) > context_length:
                 ids = ids[:context_length]

@@ -441,7 +441,7 @@ def test_an_internal_failure_is_a_500_without_a_traceback(demo_index, caplog):
     service.index.search = broken_search
     with AppServer(create_app(service)) as server:
         response = requests.get(server.url + "/api/search", params={"q": "milk"}, timeout=30)
-        body = assert_error(response, 500, "internal error")
+        assert_error(response, 500, "internal error")
         assert "secret" not in response.text
         assert requests.get(server.url + "/healthz", timeout=30).status_code == 200  # still serving
     assert "secret internal detail" in caplog.text

@@ -30,7 +30,7 @@ def two_folders(tmp_path_factory, catalogue_photos, test_encoder, test_model_dir
     vectors = rng.standard_normal((2, test_encoder.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index.upsert([EmbeddedProduct(Product(name, name, str(path)), vector)
-                  for (name, path), vector in zip(photos.items(), vectors)])
+                  for (name, path), vector in zip(photos.items(), vectors, strict=True)])
     index.close()
     return root, photos
 

@@ -84,11 +84,11 @@ def test_image_is_small(variant):
 
 def test_the_jvm_maps_mms_classes_from_its_archive(docker_ready):
     """The front end's classes come from the JVM's class data archive (serving/java_archive.py),
-    not parsed from the jar: half the JVM's CPU at start. With the class path `serve` gives it (our
-    front-end jar, then MMS's); -Xshare:on makes a class path mismatch an error, not a fallback."""
+    not parsed from the jar: half the JVM's CPU at start. With the class path `serve` gives it (MMS's
+    jars only); -Xshare:on makes a class path mismatch an error, not a fallback."""
     out = run_in_image(
         "cd \"$(mktemp -d)\" && java -Xshare:on -Xlog:class+load=info "
-        "-cp \"$(python -c 'from clip_search.serving import mms, java_front_end as f; print(mms.class_path(f.front_end_jar()))')\" "
+        "-cp \"$(python -c 'from clip_search.serving import mms; print(mms.class_path())')\" "
         "com.amazonaws.ml.mms.ModelServer --help 2>&1 | grep -E '(com.amazonaws.ml.mms|io.netty)[.]' ; echo end")
     loaded = [line for line in out.splitlines() if " source: " in line]
     assert any("com.amazonaws.ml.mms.ModelServer source: shared objects file" in line for line in loaded), out[-2000:]

@@ -76,7 +76,7 @@ def local_session(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def local_model(local_session, serving_model_tar, tmp_path_factory):
+def local_model(local_session, serving_model_tar, tmp_path_factory):  # noqa: F811 - the fixture imported above, by name
     """A sagemaker.model.Model for the built image with the packaged test model as file://
     (onnx-int8 for the slim image, torch for the full one)."""
     from sagemaker.model import Model

@@ -11,8 +11,6 @@ import yaml
 
 from model_build.cli import publish
 
-from .test_image_step import local_registry, tiny_image  # noqa: F401  (fixtures)
-
 REPO = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((REPO / "buildspec.yml").read_text())
 BUILD = SPEC["phases"]["build"]["commands"]

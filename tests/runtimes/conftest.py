@@ -17,7 +17,7 @@ def onnx_model_dir(tmp_path_factory, calibration_dir):
     from clip_search.packaging.build import package_model
 
     path = tmp_path_factory.mktemp("onnx") / "model.tar.gz"
-    # --keep-weights: the fallback-to-torch tests need the fp32 weights beside the graphs.
+    # --keep-weights: the torch reference by name (eval --compare-runtime) needs the fp32 weights beside the graphs.
     package_model(path, test_model=True, runtime="onnx", runtime_options={"calibration": calibration_dir},
                   keep_weights=True)
     return extract_artifact(path)

@@ -1,5 +1,4 @@
 """Every runtime runs the test model and gives torch fp32's embeddings (within the guard)."""
-import logging
 
 import numpy as np
 import pytest
@@ -74,32 +73,51 @@ def test_a_corrupt_exported_graph_is_refused(onnx_model_dir, tmp_path):
         verify_artifact(copy)
 
 
-def test_environment_variable_overrides_the_manifest(onnx_model_dir, monkeypatch):
-    monkeypatch.setenv("CLIP_SEARCH_RUNTIME", "torch")
-    assert ClipEncoder.from_artifact(onnx_model_dir).runtime.name == "torch"
+def test_the_runtime_variable_takes_run_time_runtimes_only(onnx_model_dir, monkeypatch):
+    monkeypatch.setenv("CLIP_SEARCH_RUNTIME", "onnx")
+    assert ClipEncoder.from_artifact(onnx_model_dir).runtime.name == "onnx"
+    monkeypatch.setenv("CLIP_SEARCH_RUNTIME", "torch")  # build time: never chosen for serving
+    with pytest.raises(ModelLoadError, match="CLIP_SEARCH_RUNTIME='torch': choose one of the run-time runtimes onnx"):
+        ClipEncoder.from_artifact(onnx_model_dir)
 
 
-def test_a_runtime_the_artifact_was_not_exported_for_falls_back_to_torch(onnx_model_dir, monkeypatch, caplog):
+def test_a_build_time_tool_may_still_ask_for_the_torch_reference_by_name(onnx_model_dir, monkeypatch):
+    monkeypatch.delenv("CLIP_SEARCH_RUNTIME", raising=False)
+    # eval --compare-runtime torch, the accuracy guard: the fp32 weights kept beside the graphs
+    assert ClipEncoder.from_artifact(onnx_model_dir, runtime="torch").runtime.name == "torch"
+
+
+def test_a_runtime_the_artifact_was_not_exported_for_is_refused_not_replaced_by_torch(onnx_model_dir, monkeypatch):
     monkeypatch.setenv("CLIP_SEARCH_RUNTIME", "openvino")
-    with caplog.at_level(logging.WARNING):
-        encoder = ClipEncoder.from_artifact(onnx_model_dir)
-    assert encoder.runtime.name == "torch"
-    assert "falling back" in caplog.text and "packaged for runtime 'onnx'" in caplog.text
-    assert encoder.encode_texts(["milk"]).shape == (1, 64)
+    with pytest.raises(ModelLoadError, match=r"runtime 'openvino' cannot serve .*packaged for runtime 'onnx'"):
+        ClipEncoder.from_artifact(onnx_model_dir)
 
 
-def test_a_broken_runtime_falls_back_to_torch(onnx_model_dir, tmp_path, caplog):
+def test_a_broken_runtime_is_a_load_error_naming_it_not_a_fallback_to_torch(onnx_model_dir, tmp_path, monkeypatch):
     import shutil
 
+    monkeypatch.delenv("CLIP_SEARCH_RUNTIME", raising=False)
     copy = tmp_path / "model"
     shutil.copytree(onnx_model_dir, copy)
     (copy / verify_artifact(copy)["runtime_config"]["graphs"]["text_encoder"]).write_bytes(b"not onnx")
     from clip_search.artifact import read_manifest
     from clip_search.runtimes import load_runtime
 
-    with caplog.at_level(logging.WARNING):
-        runtime = load_runtime(copy, read_manifest(copy), threads=1)
-    assert runtime.name == "torch" and "could not load" in caplog.text
+    with pytest.raises(ModelLoadError, match=r"runtime 'onnx' could not load .*model"):
+        load_runtime(copy, read_manifest(copy), threads=1)
+
+
+def test_a_torch_only_artifact_without_torch_names_the_package_extra(test_model_dir, monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv("CLIP_SEARCH_RUNTIME", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name == "open_clip" else real(name, *a, **k))
+    with pytest.raises(ModelLoadError) as error:
+        ClipEncoder.from_artifact(test_model_dir)  # packaged with torch alone, as the test model is
+    message = str(error.value)
+    assert "'package' extra (open_clip is not installed): pip install 'clip-search[package]'" in message
+    assert "package-model --runtime onnx-int8" in message
 
 
 def test_unknown_runtime_is_a_clear_error(test_model_dir):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from clip_search.demo_data import GROCERY as DEMO_DATA
+from tests.scripted_endpoint import endpoint, scripted  # noqa: F401 - fixtures: a scripted endpoint on loopback
 
 REPO = Path(__file__).resolve().parents[2]
 PG_DSN_ENV = "CLIP_SEARCH_TEST_PG_DSN"
@@ -63,7 +64,7 @@ def pg_index_method(pg_dsn) -> str:
         return "hnsw"
     except psycopg.OperationalError:
         warnings.warn("pgvector's HNSW crashed this PostgreSQL backend (SIGILL: a vector.so built for AVX-512 "
-                      "on a CPU without it); the pgvector tests run with index_method=none (exact scan)")
+                      "on a CPU without it); the pgvector tests run with index_method=none (exact scan)", stacklevel=2)
         import time
 
         deadline = time.monotonic() + 60

@@ -92,7 +92,7 @@ def test_index_from_batch_transform_output(tmp_path, test_encoder, test_model_ta
     vectors = test_encoder.encode_image_bytes([open(p.image, "rb").read() for p in products])
     out_dir = tmp_path / "transform-output"
     out_dir.mkdir()
-    lines = [json.dumps({"id": p.id, "embedding": v.tolist()}) for p, v in zip(products, vectors)]
+    lines = [json.dumps({"id": p.id, "embedding": v.tolist()}) for p, v in zip(products, vectors, strict=True)]
     lines.append(json.dumps({"id": failed.id, "error": "cannot decode image"}))
     (out_dir / "products.jsonl.out").write_text("\n".join(lines))
     catalogue = tmp_path / "subset.jsonl"

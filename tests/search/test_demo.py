@@ -30,6 +30,17 @@ def test_demo_runs_the_whole_path_offline_from_the_repo_alone(tmp_path):
     assert (tmp_path / "demo" / "index" / "products.lance").is_dir()  # a LanceDB table
 
 
+def test_a_missing_demo_catalogue_is_one_error_line_naming_the_variable(tmp_path):
+    env = {**os.environ, "CLIP_SEARCH_DEMO_DATA": str(tmp_path / "nowhere")}
+    result = subprocess.run([sys.executable, "-m", "clip_search.cli", "demo", "--test-model"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    assert "NameError" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"Error: demo catalogue not found at {tmp_path / 'nowhere' / 'products.jsonl'} "
+                                     "(set CLIP_SEARCH_DEMO_DATA)")
+    assert not list(tmp_path.glob("clip-search-demo-*"))  # it stops before any work
+
+
 def test_without_internet_the_demo_falls_back_loudly(tmp_path, monkeypatch, capsys):
     import clip_search.demo as demo_module
 

@@ -1,4 +1,6 @@
 """The contract every backend keeps (embedded, OpenSearch via the stand-in or live, pgvector)."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_nearest_first_with_cosine_scores(index_at, vectors):
     expected = np.argsort(-(vectors @ query))[:5]
     assert [hit.id for hit in hits] == [f"p{i}" for i in expected]
     assert hits[0].score == pytest.approx(float(vectors[expected[0]] @ query), abs=1e-4)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
     assert hits[0].title == f"{['red', 'blue'][expected[0] % 2]} shoe {expected[0]}"
     assert hits[0].metadata["image"] == f"/img/{expected[0]}.jpg"
 

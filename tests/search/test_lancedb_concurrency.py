@@ -49,7 +49,7 @@ def test_two_index_runs_into_one_folder_both_land(tmp_path):
     processes = [subprocess.Popen(index_command(catalogue, out, index), env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for catalogue, out in runs]
     results = [process.communicate(timeout=300) for process in processes]
-    for process, (stdout, stderr) in zip(processes, results):
+    for process, (stdout, stderr) in zip(processes, results, strict=True):
         assert process.returncode == 0, stderr
         assert "indexed 3000 of 3000 products" in stdout
     opened = EmbeddedIndex(index)

@@ -55,7 +55,7 @@ def _contains(actual, expected, where="payload"):
             _contains(actual[key], value, f"{where}.{key}")
     elif isinstance(expected, list):
         assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: {actual!r} != {expected!r}"
-        for index, (a, e) in enumerate(zip(actual, expected)):
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
             _contains(a, e, f"{where}[{index}]")
     elif isinstance(expected, float) or isinstance(actual, float):
         assert actual == pytest.approx(expected), f"{where}: {actual!r} != {expected!r}"

@@ -12,7 +12,7 @@ from botocore.config import Config
 
 from clip_search.search.embeddings import EndpointEmbedder, SageMakerEmbedder, embedder_for
 from clip_search.search.errors import EncodingError
-from tests.scripted_endpoint import echo_ids, endpoint, json_lines, scripted  # noqa: F401 - fixtures
+from tests.scripted_endpoint import echo_ids, json_lines
 
 
 def test_the_endpoint_names_its_model_and_encodes(endpoint):
@@ -30,7 +30,7 @@ def test_an_endpoint_failure_is_an_encoding_error(endpoint):
     with pytest.raises(EncodingError, match=r"answered HTTP 503: .*no worker"):
         embedder.encode_images([b"\xff\xd8 jpeg"])
     with pytest.raises(EncodingError, match="answered HTTP 500: boom"):
-        embedder.model_id
+        _ = embedder.model_id  # the property asks the endpoint
 
 
 def test_a_photo_the_endpoint_refuses_is_that_products_error_only(endpoint):
@@ -58,6 +58,6 @@ def test_by_name_through_sagemaker_runtime(endpoint):
 def test_a_name_without_a_scheme_is_a_sagemaker_endpoint(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     assert isinstance(embedder_for(endpoint="clip-search-query"), SageMakerEmbedder)
-    for model, endpoint in ((None, None), ("model.tar.gz", "http://x")):
+    for model, url in ((None, None), ("model.tar.gz", "http://x")):
         with pytest.raises(EncodingError, match="^give exactly one of --model"):
-            embedder_for(model, endpoint)
+            embedder_for(model, url)

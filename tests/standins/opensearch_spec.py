@@ -72,6 +72,7 @@ class Spec:
             raise FileNotFoundError(f"OpenSearch API specification not found at {self.root} (set {SPEC_ENV})")
         self.commit = spec_commit(self.root)
         self._documents: dict[str, dict] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
         self.registry = Registry(retrieve=self._retrieve)
         self.operations: list[tuple[re.Pattern, int, Operation]] = []
         for path in sorted((self.spec / "namespaces").glob("*.yaml")):
@@ -140,9 +141,10 @@ class Spec:
         return out
 
     # --- validation ----------------------------------------------------------------------------
-    @lru_cache(maxsize=None)
     def _validator(self, schema_uri: str) -> Draft202012Validator:
-        return Draft202012Validator({"$ref": schema_uri}, registry=self.registry)
+        if schema_uri not in self._validators:
+            self._validators[schema_uri] = Draft202012Validator({"$ref": schema_uri}, registry=self.registry)
+        return self._validators[schema_uri]
 
     def errors(self, schema_uri: str, value) -> list[str]:
         """Schema errors of `value` against the schema at `schema_uri`, as readable lines."""
@@ -206,7 +208,7 @@ class Spec:
         prop = (schema.get("properties") or {}).get(name)
         if isinstance(prop, dict):
             found.update(prop.get("enum") or ([prop["const"]] if "const" in prop else []))
-        for index, part in enumerate(schema.get("allOf") or []):
+        for index in range(len(schema.get("allOf") or [])):
             if depth < 8:
                 found |= self._enum_of(f"{uri}/allOf/{index}", name, depth + 1)
         return found

@@ -53,7 +53,7 @@ FIELD_TYPES = {"binary", "boolean", "byte", "short", "integer", "long", "unsigne
                "half_float", "scaled_float", "date", "date_nanos", "keyword", "text", "match_only_text",
                "wildcard", "constant_keyword", "object", "nested", "flat_object", "ip", "geo_point", "geo_shape",
                "knn_vector", "rank_feature", "rank_features", "completion", "search_as_you_type", "token_count",
-               "alias", "join", "percolator", "version", "sparse_vector", "semantic", "boolean"}
+               "alias", "join", "percolator", "version", "sparse_vector", "semantic"}
 NUMERIC = {"byte", "short", "integer", "long", "unsigned_long", "float", "double", "half_float", "scaled_float"}
 KNN_VECTOR_KEYS = {"type", "dimension", "method", "space_type", "data_type", "mode", "compression_level",
                    "model_id", "doc_values", "store"}
@@ -374,7 +374,7 @@ class Index:
                        "in hybrid query", "illegal_argument_exception")
         out = {}
         for doc_id in set().union(*normalized):
-            out[doc_id] = sum(w * n.get(doc_id, 0.0) for w, n in zip(weights, normalized)) / sum(weights)
+            out[doc_id] = sum(w * n.get(doc_id, 0.0) for w, n in zip(weights, normalized, strict=True)) / sum(weights)
         return out
 
     def evaluate(self, query: dict, candidates: set) -> dict[str, float]:
@@ -469,7 +469,7 @@ class Index:
                 try:
                     numbers.add(float(w))
                 except (TypeError, ValueError):
-                    raise _bad(f"failed to create query: For input string: \"{w}\"", "query_shard_exception")
+                    raise _bad(f"failed to create query: For input string: \"{w}\"", "query_shard_exception") from None
             return any(float(v) in numbers for v in values if _fits(kind, v))
         if kind == "boolean":
             return any(str(v).lower() in {str(w).lower() for w in wanted} for v in values)
@@ -543,8 +543,8 @@ class Index:
             stored = _get(self.visible[doc_id], field)
             if stored is None:
                 continue
-            dot = sum(a * b for a, b in zip(vector, stored))
-            sq = sum((a - b) ** 2 for a, b in zip(vector, stored))
+            dot = sum(a * b for a, b in zip(vector, stored, strict=True))
+            sq = sum((a - b) ** 2 for a, b in zip(vector, stored, strict=True))
             if space == "cosinesimil":
                 norms = math.sqrt(sum(a * a for a in vector)) * math.sqrt(sum(b * b for b in stored))
                 dot = dot / norms if norms else 0.0
@@ -783,7 +783,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(raw)
         except json.JSONDecodeError as error:
-            raise _bad(f"Failed to parse request body: {error.msg}", "json_parse_exception")
+            raise _bad(f"Failed to parse request body: {error.msg}", "json_parse_exception") from error
 
     def _index(self, name: str) -> Index:
         index = self.server.indices.get(name)
@@ -922,7 +922,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 action_line = json.loads(lines[position])
             except json.JSONDecodeError:
-                raise _bad("Malformed action/metadata line", "illegal_argument_exception")
+                raise _bad("Malformed action/metadata line", "illegal_argument_exception") from None
             if not isinstance(action_line, dict) or len(action_line) != 1:
                 raise _bad(f"Malformed action/metadata line [{position + 1}], expected a single action",
                            "illegal_argument_exception")
@@ -952,7 +952,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     source = json.loads(lines[position])
                 except json.JSONDecodeError:
-                    raise _bad(f"Failed to parse line [{position + 1}]", "json_parse_exception")
+                    raise _bad(f"Failed to parse line [{position + 1}]", "json_parse_exception") from None
                 if action == "update" and not (isinstance(source, dict) and {"doc", "script", "upsert"} & set(source)):
                     raise _bad("Validation Failed: 1: script or doc is missing;", "action_request_validation_exception")
                 position += 1

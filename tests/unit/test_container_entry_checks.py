@@ -35,7 +35,7 @@ def without(monkeypatch):
 
 @pytest.mark.parametrize("runtime, hidden, absent", [
     ("torch", ("torch",), "torch"),
-    (None, ("open_clip",), "open_clip"),  # no runtime in the manifest: torch, the serving default
+    (None, ("open_clip",), "open_clip"),  # no runtime in the manifest: it holds only torch weights
     ("openvino", ("openvino",), "openvino"),
 ])
 def test_a_runtime_whose_extra_is_missing_is_refused_naming_it_and_the_full_image(tmp_path, without, monkeypatch,

@@ -8,13 +8,13 @@ import pytest
 
 from clip_search.endpoint_client import EndpointClient, EndpointError, embedding_lines
 from tests.scripted_endpoint import echo_ids as _echo_ids
-from tests.scripted_endpoint import endpoint as scripted_endpoint  # noqa: F401 - fixtures
 from tests.scripted_endpoint import json_lines as _lines
 
 
 @pytest.fixture
-def endpoint(scripted_endpoint):
-    return scripted_endpoint.url, scripted_endpoint
+def endpoint(endpoint):
+    """The scripted endpoint (tests/unit/conftest.py) as (url, server)."""
+    return endpoint.url, endpoint
 
 
 def test_the_url_gets_invocations_once_and_records_go_as_json_lines(endpoint):

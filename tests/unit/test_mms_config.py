@@ -86,3 +86,16 @@ def test_the_serving_path_does_not_import_boto3_or_scipy():
     loaded = set(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split())
     assert loaded >= {"clip_search", "sagemaker_inference"}
     assert not loaded & {"boto3", "botocore", "s3transfer", "scipy", "pkg_resources", "psutil", "retrying"}
+
+
+def test_the_jvm_class_path_is_mms_own_jars_only(tmp_path):
+    # The class data archive maps only for a class path of jars that matches the dumped one
+    # (serving/java_archive.py): no "." as MMS's launcher adds, no directory, no wildcard.
+    entries = mms.class_path().split(":")
+    frontend = mms.mms_home() / "mms" / "frontend"
+    assert entries == [str(frontend / "model-server.jar")]  # multi-model-server 1.1.11 ships one jar
+    config = tmp_path / "mms.properties"
+    config.write_text("vmargs=-Xmx1g\n")
+    command = mms.command(config, tmp_path)
+    assert command[command.index("-cp") + 1] == mms.class_path()
+    assert command[command.index("-cp") + 2] == "com.amazonaws.ml.mms.ModelServer"

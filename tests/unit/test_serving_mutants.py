@@ -12,8 +12,8 @@ import orjson
 import pytest
 from PIL import Image
 
+from clip_search import content_types as ct
 from clip_search.errors import BadRequest, NotAcceptable, PayloadTooLarge, RequestError, UnsupportedMediaType
-from clip_search.serving import content_types as ct
 from clip_search.serving.batch import EncodeResult, encode_request
 from clip_search.serving.decoder import EncodeRequest, Record, decode_request
 from clip_search.serving.serializer import serialize

@@ -86,6 +86,21 @@ def test_a_missing_or_broken_tokenizer_file_is_a_model_load_error(tmp_path):
         ClipTokenizer.from_model_dir(tmp_path)
 
 
+def test_an_artifact_without_tokenizer_json_is_refused_with_how_to_repackage(test_model_dir, tmp_path):
+    import shutil
+
+    from clip_search.artifact import read_manifest
+    from clip_search.encoder import ClipEncoder
+
+    old = tmp_path / "model"
+    shutil.copytree(test_model_dir, old)
+    (old / TOKENIZER_FILE).unlink()  # as artifacts packaged before clip-search wrote one
+    with pytest.raises(ModelLoadError) as error:
+        ClipEncoder(old, read_manifest(old))
+    assert str(error.value) == (f"{old} has no {TOKENIZER_FILE}: it was packaged by an older clip-search; "
+                                "repackage it (clip-search package-model, the 'package' extra)")
+
+
 # Smaller contracts: `encode` (ids without framing), one string as one row, a given context
 # length; a tokenizer.json that is not a CLIP one is refused at load, naming the file.
 EDGE_TEXTS = ["oat milk", "Äpfel, grüne  & rote!", "a carton of ORANGE juice 1.5l", ""]

@@ -1,5 +1,5 @@
 """What the search app does, without HTTP: search by text, photo or product, look products up, serve
-their images safely, and count facets. Routes (routes.py) and the Lambda handler (aws.py) call this.
+their images safely, and count facets. Routes (server.py) and the Lambda handler (aws.py) call this.
 
 It works through the search layer's interfaces only (`SearchClient`, `VectorIndex`, `Embedder`), so
 every backend (embedded folder, OpenSearch, pgvector) and every encoder (in process, an endpoint, a

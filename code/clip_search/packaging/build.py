@@ -157,9 +157,9 @@ def package_model(
         from clip_search.packaging.tokenizer_export import export_tokenizer
 
         # Proven equal to open_clip's ids here, or TokenizerMismatchError and no artifact.
-        if export_tokenizer(staging) is not None:
-            add_file_to_manifest(staging, manifest, TOKENIZER_FILE)
-            write_manifest(staging, manifest)
+        export_tokenizer(staging)
+        add_file_to_manifest(staging, manifest, TOKENIZER_FILE)
+        write_manifest(staging, manifest)
         if runtime != "torch":
             from clip_search.packaging.export import export_runtime
 

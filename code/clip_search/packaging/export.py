@@ -113,7 +113,7 @@ def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=No
     for path in files:
         add_file_to_manifest(model_dir, manifest, path.relative_to(model_dir).as_posix())
     runtime_manifest["graphs"] = {kind: path.relative_to(model_dir).as_posix()
-                                  for kind, path in zip((IMAGE_GRAPH, TEXT_GRAPH), files[::_stride(files)])}
+                                  for kind, path in zip((IMAGE_GRAPH, TEXT_GRAPH), files[::_stride(files)], strict=True)}
     manifest["runtime"] = runtime
     manifest["runtime_config"] = runtime_manifest
     if guard:

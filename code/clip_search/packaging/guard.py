@@ -208,8 +208,7 @@ def end_to_end(model_dir: Path, manifest: dict, runtime: str, candidate, referen
                                              for row in _token_rows(tokenizer(texts).numpy().astype(np.int64))]))
     image, text = np.sum(served_images * ref_images, axis=1), np.sum(served_texts * ref_texts, axis=1)
     return {
-        "preprocessing": ("tokenizer.json + numpy preprocessing" if encoder.torch_free
-                          else "open_clip tokenizer + transform"),
+        "preprocessing": "tokenizer.json + numpy preprocessing",
         "jpeg_draft": encoder.draft_size is not None,
         "min_cosine_image": round(float(image.min()), 6),
         "mean_cosine_image": round(float(image.mean()), 6),

@@ -142,16 +142,18 @@ def mismatches(ours: ClipTokenizer, reference, texts: list[str], limit: int = 5)
     return found
 
 
-def export_tokenizer(model_dir: Path, extra_texts: list[str] = ()) -> Path | None:
-    """Write tokenizer.json into `model_dir` and prove it; None for models without a CLIP BPE tokenizer.
+def export_tokenizer(model_dir: Path, extra_texts: list[str] = ()) -> Path:
+    """Write tokenizer.json into `model_dir` and prove it.
 
-    Raises TokenizerMismatchError (and removes the file) when one id differs from open_clip's."""
+    Raises TokenizerMismatchError (and removes the file) when one id differs from open_clip's, or
+    when the model's tokenizer is not open_clip's CLIP BPE: the run time tokenises with
+    tokenizer.json alone, so such a model cannot be served."""
     from clip_search.packaging.open_clip_io import build_tokenizer
 
     reference = simple_tokenizer_of(build_tokenizer(model_dir))
     if reference is None:
-        logger.info("this model's tokenizer is not open_clip's CLIP BPE: no %s (open_clip tokenises)", TOKENIZER_FILE)
-        return None
+        raise TokenizerMismatchError(f"this model's tokenizer is not open_clip's CLIP BPE, and clip-search's run time "
+                                     f"tokenises with a CLIP BPE {TOKENIZER_FILE} only: no artifact is written")
     path = build_tokenizer_json(Path(model_dir) / TOKENIZER_FILE, context_length=reference.context_length)
     texts = check_texts(list(extra_texts))
     wrong = mismatches(ClipTokenizer(path), reference, texts)

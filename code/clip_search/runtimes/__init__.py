@@ -1,15 +1,17 @@
 """Inference runtimes: what turns preprocessed pixels and token ids into (unnormalised) features.
 
 Every runtime implements the same two calls, so the encoder, the handler and the server do not know
-which one runs. Runtimes are registered here by name ("module:class", imported only when chosen) and
-chosen per artifact (manifest "runtime"), or by the CLIP_SEARCH_RUNTIME variable. The exported ones
-(onnx, onnx-int8, openvino) need no torch. `torch` (the fp32 eager reference) lives with the build
-time code in `clip_search.packaging` because it needs the `package` extra (torch + open_clip) and the
-artifact's safetensors. When a chosen runtime cannot load and the artifact can serve torch, we fall
-back to torch with a warning rather than fail to serve.
+which one runs. Runtimes are registered here by name ("module:class", imported only when chosen).
+
+Run time (RUN_TIME: onnx, onnx-int8, openvino) are the exported ones, chosen per artifact (manifest
+"runtime"); they need no torch. `torch` (the fp32 eager reference) is build time: it lives in
+`clip_search.packaging` and needs the `package` extra (torch + open_clip) and the artifact's
+safetensors. It runs only where nothing else can: an artifact packaged with torch alone (its
+manifest names no exported runtime), or a build-time tool that asks for it by name (the accuracy
+guard, `eval --compare-runtime torch`, the benchmarks). It is never a default for an exported
+artifact and never a fallback: a runtime that cannot load is a ModelLoadError saying why.
 """
 import importlib
-import logging
 from pathlib import Path
 from typing import Protocol
 
@@ -17,12 +19,13 @@ import numpy as np
 
 from clip_search import settings
 from clip_search.errors import ModelLoadError
-from clip_search.extras import require
+from clip_search.extras import MissingExtra, missing, require
 
 RUNTIME_ENV = "CLIP_SEARCH_RUNTIME"
-DEFAULT_RUNTIME = "torch"  # at serving, for a manifest that names none
+BUILD_TIME = "torch"  # the reference path; what an artifact without an exported runtime holds
+RUN_TIME = ("onnx", "onnx-int8", "openvino")
 # What `package-model` and `publish artifact` export unless told otherwise: "auto", the fastest
-# runtime the accuracy guard accepts for the weights (runtimes/export.py, AUTO_CANDIDATES).
+# runtime the accuracy guard accepts for the weights (packaging/export.py, AUTO_CANDIDATES).
 PACKAGING_DEFAULT = "auto"
 
 # name -> "module:class". Each class has `load(model_dir, manifest, threads) -> Runtime`.
@@ -40,8 +43,6 @@ REQUIRES = {
 # What `--runtime` takes at packaging: one runtime, or "auto".
 PACKAGING_CHOICES = [PACKAGING_DEFAULT, *RUNTIMES]
 
-logger = logging.getLogger(__name__)
-
 
 class Runtime(Protocol):
     name: str
@@ -56,29 +57,47 @@ class Runtime(Protocol):
         """(n, L) int64 token ids -> (n, dim) float32 features."""
 
 
+def packaged_name(manifest: dict) -> str:
+    """The runtime the artifact was packaged for: an artifact naming none holds only torch weights."""
+    return manifest.get("runtime") or BUILD_TIME
+
+
 def resolve_name(requested: str | None, manifest: dict) -> str:
-    return requested or settings.current().runtime or manifest.get("runtime") or DEFAULT_RUNTIME
+    """The runtime to load: the argument (a build-time tool may name torch), else CLIP_SEARCH_RUNTIME
+    (one of RUN_TIME), else the one the artifact was packaged for."""
+    configured = settings.current().runtime
+    if not requested and configured and configured not in RUN_TIME:
+        raise ModelLoadError(f"{RUNTIME_ENV}={configured!r}: choose one of the run-time runtimes "
+                             f"{', '.join(RUN_TIME)} (torch is the build-time reference)")
+    return requested or configured or packaged_name(manifest)
+
+
+def torch_only_error(model_dir: Path, absent: str) -> str:
+    """What to do about an artifact with only torch weights where torch is not installed."""
+    return (f"the model in {model_dir} was packaged for the build-time 'torch' runtime only, which needs "
+            f"the 'package' extra ({absent} is not installed): pip install 'clip-search[package]', or "
+            f"package the model for a run-time runtime (clip-search package-model --runtime onnx-int8)")
 
 
 def load_runtime(model_dir: Path, manifest: dict, requested: str | None = None, threads: int = 1):
     name = resolve_name(requested, manifest)
     if name not in RUNTIMES:
         raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}")
+    packaged = packaged_name(manifest)
+    if name != packaged and name != BUILD_TIME:
+        # Exported graphs are made at packaging time only; never export at serving start.
+        raise ModelLoadError(f"runtime {name!r} cannot serve {model_dir}: it was packaged for runtime {packaged!r}")
+    if name == BUILD_TIME and packaged == BUILD_TIME:
+        extra, *modules = REQUIRES[BUILD_TIME]
+        absent = missing(extra, tuple(modules))
+        if absent is not None:
+            raise ModelLoadError(torch_only_error(model_dir, absent))
     try:
-        packaged = manifest.get("runtime") or DEFAULT_RUNTIME
-        if name != DEFAULT_RUNTIME and name != packaged:
-            # Exported graphs are made at packaging time only; never export at serving start.
-            raise RuntimeError(f"this artifact was packaged for runtime {packaged!r}, not {name!r}")
         return _runtime_class(name).load(Path(model_dir), manifest, threads)
-    except Exception as error:  # noqa: BLE001 - any failure of an optional runtime falls back
-        if name == DEFAULT_RUNTIME:
-            raise
-        logger.warning("runtime %r could not load (%s); falling back to %r", name, error, DEFAULT_RUNTIME)
-        try:
-            return _runtime_class(DEFAULT_RUNTIME).load(Path(model_dir), manifest, threads)
-        except Exception as fallback:  # noqa: BLE001 - say both reasons
-            raise ModelLoadError(f"runtime {name!r} could not load ({error}), and neither could the "
-                                 f"{DEFAULT_RUNTIME!r} fallback ({fallback})") from fallback
+    except (ModelLoadError, MissingExtra):
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure to load is the model's, said once
+        raise ModelLoadError(f"runtime {name!r} could not load {model_dir}: {type(error).__name__}: {error}") from error
 
 
 def _runtime_class(name: str):

@@ -63,7 +63,7 @@ def main(argv=None):
             approximate.refresh()  # builds the ANN index
             build = time.perf_counter() - start
             hnsw_p50, hnsw_p95, found = measure(approximate, queries)
-        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found, strict=True)])
         print(f"{n:>8} {exact_p50:>9.2f}ms {exact_p95:>9.2f}ms {hnsw_p50:>8.2f}ms {hnsw_p95:>8.2f}ms "
               f"{recall:>9.3f} {build:>8.1f}", flush=True)
 

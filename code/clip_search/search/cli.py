@@ -41,12 +41,6 @@ def _client(index: str, model: str | None, endpoint: str | None, need_encoder: b
     return client
 
 
-def _run(function):
-    """Search errors are the user's to fix: the top-level group (clip_search.cli) prints them as one
-    `Error:` line with exit status 1 (the traceback too with --debug)."""
-    return function()
-
-
 @click.command()
 @click.option("--catalogue", type=click.Path(dir_okay=False), help="Products: .jsonl or .csv (id, title, image, ...).")
 @click.option("--encoding", default=None, metavar="NAME",
@@ -66,35 +60,32 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
     from clip_search.search.catalogue import read_abo, read_catalogue
     from clip_search.search.embeddings import read_batch_output
 
-    def run():
-        if bool(catalogue) == bool(abo_listings):
-            raise click.UsageError("give --catalogue FILE or --abo-listings GLOB (with --abo-images, --abo-image-root)")
-        if abo_listings and not (abo_images and abo_image_root):
-            raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
-        products = read_catalogue(catalogue, encoding) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
-        # Parsed in the background (big outputs) while the index opens.
-        precomputed = read_batch_output(embeddings) if embeddings else None
-        try:
-            client = _client(index_location, model, endpoint, need_encoder=False)
-            if client.embedder is None and not embeddings:
-                raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
-            with client:
-                report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
-                                                image_embeddings=precomputed, model_id=model_id)
-                total = client.index.count()
-        finally:
-            if precomputed is not None:
-                precomputed.close()
-        for product_id, reason in report.errors[:20]:
-            click.echo(f"  not indexed: {product_id}: {reason}", err=True)
-        if len(report.errors) > 20:
-            click.echo(f"  … and {len(report.errors) - 20} more", err=True)
-        click.echo(f"indexed {report.indexed} of {report.products} products into {index_location} "
-                   f"({total} in the index, {len(report.errors)} errors)")
-        if report.errors and not report.indexed:
-            sys.exit(1)
-
-    _run(run)
+    if bool(catalogue) == bool(abo_listings):
+        raise click.UsageError("give --catalogue FILE or --abo-listings GLOB (with --abo-images, --abo-image-root)")
+    if abo_listings and not (abo_images and abo_image_root):
+        raise click.UsageError("--abo-listings needs --abo-images and --abo-image-root")
+    products = read_catalogue(catalogue, encoding) if catalogue else read_abo(abo_listings, abo_images, abo_image_root)
+    # Parsed in the background (big outputs) while the index opens.
+    precomputed = read_batch_output(embeddings) if embeddings else None
+    try:
+        client = _client(index_location, model, endpoint, need_encoder=False)
+        if client.embedder is None and not embeddings:
+            raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
+        with client:
+            report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
+                                            image_embeddings=precomputed, model_id=model_id)
+            total = client.index.count()
+    finally:
+        if precomputed is not None:
+            precomputed.close()
+    for product_id, reason in report.errors[:20]:
+        click.echo(f"  not indexed: {product_id}: {reason}", err=True)
+    if len(report.errors) > 20:
+        click.echo(f"  … and {len(report.errors) - 20} more", err=True)
+    click.echo(f"indexed {report.indexed} of {report.products} products into {index_location} "
+               f"({total} in the index, {len(report.errors)} errors)")
+    if report.errors and not report.indexed:
+        sys.exit(1)
 
 
 @click.command()
@@ -111,27 +102,24 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
 @_encoder_options
 def search(query, index_location, image, k, filters, match, hybrid, as_json, model, endpoint):
     """Search INDEX by text (QUERY) or by photo (--image). Scores are cosine similarities."""
-    def run():
-        if bool(query) == bool(image):
-            raise click.UsageError('give a text QUERY or --image PATH (one of them)')
-        parsed = parse_filters(filters)
-        with _client(index_location, model, endpoint) as client:
-            if hybrid and (image or not client.index.supports_hybrid):
-                raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
-            if image:
-                hits = client.search_image(image, k=k, filters=parsed)
-            else:
-                fields = ("image", "title") if match == "both" else (match,)
-                hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
-        if as_json:
-            click.echo(json.dumps([hit.to_json() for hit in hits], ensure_ascii=False, indent=2))
-            return
-        if not hits:
-            click.echo("no results")
-        for rank, hit in enumerate(hits, 1):
-            click.echo(f"{rank:>3}. {hit.score:6.3f}  {hit.id}  {hit.title}")
-
-    _run(run)
+    if bool(query) == bool(image):
+        raise click.UsageError('give a text QUERY or --image PATH (one of them)')
+    parsed = parse_filters(filters)
+    with _client(index_location, model, endpoint) as client:
+        if hybrid and (image or not client.index.supports_hybrid):
+            raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
+        if image:
+            hits = client.search_image(image, k=k, filters=parsed)
+        else:
+            fields = ("image", "title") if match == "both" else (match,)
+            hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
+    if as_json:
+        click.echo(json.dumps([hit.to_json() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        click.echo("no results")
+    for rank, hit in enumerate(hits, 1):
+        click.echo(f"{rank:>3}. {hit.score:6.3f}  {hit.id}  {hit.title}")
 
 
 @click.command()
@@ -143,25 +131,22 @@ def delete(ids, index_location, ids_file):
     """Delete products by id (ID... and/or --ids FILE) from INDEX. Ids not in the index are ignored."""
     from clip_search.search.index import open_index
 
-    def run():
-        wanted = list(ids)
-        if ids_file:
-            with open(ids_file, encoding="utf-8") as lines:
-                wanted += [line.strip() for line in lines if line.strip()]
-        if not wanted:
-            raise click.UsageError("give product ids to delete (ID... or --ids FILE)")
-        index = open_index(index_location)
-        try:
-            if index.info() is None:
-                raise SearchError(f"no index at {index_location}")
-            deleted = index.delete(dict.fromkeys(wanted))
-            index.refresh()
-            total = index.count()
-        finally:
-            index.close()
-        click.echo(f"deleted {deleted} of {len(set(wanted))} ids from {index_location} ({total} in the index)")
-
-    _run(run)
+    wanted = list(ids)
+    if ids_file:
+        with open(ids_file, encoding="utf-8") as lines:
+            wanted += [line.strip() for line in lines if line.strip()]
+    if not wanted:
+        raise click.UsageError("give product ids to delete (ID... or --ids FILE)")
+    index = open_index(index_location)
+    try:
+        if index.info() is None:
+            raise SearchError(f"no index at {index_location}")
+        deleted = index.delete(dict.fromkeys(wanted))
+        index.refresh()
+        total = index.count()
+    finally:
+        index.close()
+    click.echo(f"deleted {deleted} of {len(set(wanted))} ids from {index_location} ({total} in the index)")
 
 
 @click.command("eval")
@@ -182,26 +167,23 @@ def eval_command(catalogue, index_location, queries, report_path, compare_runtim
     """Retrieval quality: text->product and image->product recall@1/5/10 and MRR."""
     from clip_search.search import evaluation
 
-    def run():
-        if bool(catalogue) == bool(index_location):
-            raise click.UsageError("give --catalogue FILE (evaluated in a private index) or --index INDEX (one of them)")
-        if catalogue:
-            if not (model or endpoint):
-                raise click.UsageError("--catalogue needs --model or --endpoint")
-            report = evaluation.evaluate_model(catalogue, queries, model, endpoint, compare_runtime, batch_size)
-        else:
-            if compare_runtime:
-                raise click.UsageError("--compare-runtime needs --catalogue (both runtimes encode it)")
-            with _client(index_location, model, endpoint) as client:
-                report = evaluation.evaluate_index(client, index_location, queries, model, batch_size)
-        if report_path:
-            evaluation.write_report(report, report_path)
-        if as_json:
-            click.echo(json.dumps(report, indent=2))
-            return
-        click.echo(evaluation.format_report(report))
-        if report_path:
-            click.echo(f"report: {report_path}")
-
-    _run(run)
+    if bool(catalogue) == bool(index_location):
+        raise click.UsageError("give --catalogue FILE (evaluated in a private index) or --index INDEX (one of them)")
+    if catalogue:
+        if not (model or endpoint):
+            raise click.UsageError("--catalogue needs --model or --endpoint")
+        report = evaluation.evaluate_model(catalogue, queries, model, endpoint, compare_runtime, batch_size)
+    else:
+        if compare_runtime:
+            raise click.UsageError("--compare-runtime needs --catalogue (both runtimes encode it)")
+        with _client(index_location, model, endpoint) as client:
+            report = evaluation.evaluate_index(client, index_location, queries, model, batch_size)
+    if report_path:
+        evaluation.write_report(report, report_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(evaluation.format_report(report))
+    if report_path:
+        click.echo(f"report: {report_path}")
 

@@ -141,7 +141,7 @@ class SearchClient:
             if images.shape[1] != dim:
                 images = np.zeros((len(batch), dim), np.float32)
                 reasons = [reason or f"embedding has dimension {precomputed.dim}, the index holds {dim}" for reason in reasons]
-            for product, reason in zip(batch, reasons):
+            for product, reason in zip(batch, reasons, strict=True):
                 if reason is not None:
                     fail(product.id, reason)
         else:

@@ -71,7 +71,7 @@ class LocalEmbedder(Embedder):
                 out[record_id] = f"cannot decode image: {error}"
         if decoded:
             vectors = self.encoder.encode_images([image for _, image in decoded])
-            out.update({record_id: vector for (record_id, _), vector in zip(decoded, vectors)})
+            out.update({record_id: vector for (record_id, _), vector in zip(decoded, vectors, strict=True)})
         return out
 
 
@@ -109,7 +109,7 @@ class RemoteEmbedder(Embedder):
         """Per-record errors come back as lines, so one bad image does not fail the batch."""
         values = [base64.b64encode(data).decode("ascii") for _, data in records]
         rows = self._call(self.client.encode_records, "image", values)
-        return {record_id: row for (record_id, _), row in zip(records, rows)}
+        return {record_id: row for (record_id, _), row in zip(records, rows, strict=True)}
 
 
 class EndpointEmbedder(RemoteEmbedder):
@@ -243,9 +243,9 @@ class BatchOutput(Mapping):
             # Parsed in the background (the caller meanwhile opens its index); spawn, not fork: the
             # parent may already run LanceDB's threads, which a fork would copy mid-flight.
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            self._pending = [self._pool.submit(_parse_output_file, name, spill) for name, spill in zip(names, self._spills)]
+            self._pending = [self._pool.submit(_parse_output_file, name, spill) for name, spill in zip(names, self._spills, strict=True)]
         else:
-            self._collect([_parse_output_file(name, spill) for name, spill in zip(names, self._spills)])
+            self._collect([_parse_output_file(name, spill) for name, spill in zip(names, self._spills, strict=True)])
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -284,7 +284,7 @@ class BatchOutput(Mapping):
                 rows[product_id] = base | row
                 errors.pop(product_id, None)
         else:
-            rows.update(zip(result["ids"], range(base, base + len(result["ids"]))))
+            rows.update(zip(result["ids"], range(base, base + len(result["ids"])), strict=True))
         for product_id, message in result["errors"].items():
             rows.pop(product_id, None)
             errors[product_id] = message

@@ -101,9 +101,6 @@ class Metrics:
                 "queries": self.queries, "unanswerable": self.unanswerable}
 
 
-Recall = Metrics  # the name before MRR was added
-
-
 def _figure(value: float) -> float | None:
     """Rounded for the report; None (JSON null) for a kind whose queries were all unanswerable."""
     return None if value != value else round(value, 6)
@@ -155,7 +152,7 @@ def evaluate(client, queries: list[Query], progress: bool = True, batch_size: in
                     ranked = client.search_texts([query.value for query in chunk], k=depth)
                 else:
                     ranked = _search_images(client, chunk, depth)
-                for query, hits in zip(chunk, ranked):
+                for query, hits in zip(chunk, ranked, strict=True):
                     rank = first_relevant_rank([(hit.id, hit.score) for hit in hits], query.relevant)
                     if catalogue_ids is not None:
                         absent = not query.relevant & catalogue_ids

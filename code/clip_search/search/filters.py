@@ -21,15 +21,6 @@ def normalise_filters(filters) -> dict[str, list[str]]:
     return out
 
 
-def matches(record: dict, filters: dict[str, list[str]]) -> bool:
-    for field, values in filters.items():
-        value = record.get(field)
-        candidates = value if isinstance(value, list) else [value]
-        if not any(str(c) in values for c in candidates if c is not None):
-            return False
-    return True
-
-
 def quote(value) -> str:
     """A SQL string literal for LanceDB (DataFusion): quotes doubled, nothing else special, so a
     value is always one literal and can never end it or add SQL of its own."""

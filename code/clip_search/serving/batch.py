@@ -32,7 +32,7 @@ def encode_request(encoder, request: EncodeRequest) -> EncodeResult:
     errors = [record.error for record in records]
     images, image_rows = [], []
     wanted = [row for row, record in enumerate(records) if record.error is None and record.image is not None]
-    prepared = dict(zip(wanted, _prepare_images(encoder, [records[row].image for row in wanted])))
+    prepared = dict(zip(wanted, _prepare_images(encoder, [records[row].image for row in wanted]), strict=True))
     for row, record in enumerate(records):
         if row in prepared:
             try:

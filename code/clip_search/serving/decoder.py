@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from clip_search import content_types as ct
 from clip_search import settings
 from clip_search.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from clip_search.serving import content_types as ct
 
 MAX_ITEMS_ENV = "CLIP_SEARCH_MAX_BATCH_ITEMS"
 

@@ -7,10 +7,10 @@ this edge, so it answers with their status too.
 """
 import functools
 
+from clip_search import content_types as ct
 from clip_search import settings
 from clip_search.encoder import ClipEncoder
 from clip_search.errors import RequestError
-from clip_search.serving import content_types as ct
 from clip_search.serving.batch import EncodeResult, encode_request
 from clip_search.serving.decoder import EncodeRequest, decode_request
 from clip_search.serving.serializer import serialize

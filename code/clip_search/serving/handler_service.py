@@ -6,6 +6,9 @@ Differences from the toolkit's stock Transformer, each on purpose:
 - Errors are `{"error": ..., "status": N}` bodies with no traceback (tracebacks go to the log).
 - A model that fails to load does not kill the worker in a restart loop that still answers /ping:
   the failure is logged once, loudly, and every request answers 500 saying why the model is down.
+- A request with neither a body nor a Content-Type answers 400 saying /invocations takes a POST:
+  MMS hands GET, HEAD, DELETE, ... on /invocations to the worker without the method
+  (docs/hardening.md), and that is what they look like here.
 
 MMS calls the module-level `handle(data, context)`; the first call (data None) initialises.
 The worker logs how long its imports and the model load took (`worker ready: ...`): the two
@@ -22,8 +25,8 @@ from http import HTTPStatus
 import orjson  # noqa: E402
 from sagemaker_inference.errors import GenericInferenceToolkitError  # noqa: E402
 
-from clip_search.errors import PayloadTooLarge, RequestError  # noqa: E402
-from clip_search.serving import content_types as ct  # noqa: E402
+from clip_search import content_types as ct  # noqa: E402
+from clip_search.errors import BadRequest, PayloadTooLarge, RequestError  # noqa: E402
 from clip_search.serving import handler  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,8 @@ class HandlerService:
             body = request.get("body")
             if body is None:
                 body = request.get("data") or b""
+            if not body and not headers.get("content-type"):
+                raise BadRequest(NOTHING_POSTED)
             check_size(body)
             decoded = handler.input_fn(body, headers.get("content-type"))
             prediction = handler.predict_fn(decoded, self.model)
@@ -82,6 +87,10 @@ def check_size(body) -> None:
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is {len(body)} bytes, over the limit of {limit} bytes "
                               f"(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the batch")
+
+
+NOTHING_POSTED = (f"no request body and no Content-Type: POST the input to /invocations with its "
+                  f"Content-Type ({', '.join(ct.REQUEST_TYPES)})")
 
 
 class _ServerError(Exception):

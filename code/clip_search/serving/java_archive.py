@@ -2,7 +2,7 @@
 
     python -m clip_search.serving.java_archive
 
-At every start the Java front end loads ~3,700 classes (JDK, netty, log4j2, gson, MMS), MMS's from its jar:
+At every start MMS's Java front end loads ~3,700 classes (JDK, netty, log4j2, gson, MMS), MMS's from its jar:
 parsed, verified and linked, ~0.4 s of the ~1 s of CPU the JVM spends before the first embedding,
 on the cold start's critical path (the JVM spawns the Python worker only once it is up). Here MMS
 runs once with a stand-in handler through one /ping and one /invocations under
@@ -10,8 +10,8 @@ runs once with a stand-in handler through one /ping and one /invocations under
 (`$JAVA_HOME/lib/server/classes.jsa`), which the JVM maps at start with no flag at all.
 
 The JVM takes application classes from the archive only where its class path matches the one dumped
-with (the same jars, unchanged) and no directory on it has files: `mms.class_path` is jars only
-(our front-end jar, then MMS's), the same here and at every start. Where it does not match (another
+with (the same jars, unchanged) and no directory on it has files: `mms.class_path` is MMS's jars
+only, the same here and at every start. Where it does not match (another
 MMS version, another java), the JVM silently loads from the jars as before.
 """
 import os
@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from clip_search import settings
-from clip_search.serving import java_front_end, mms
+from clip_search.serving import mms
 from clip_search.serving.launch import stop_group
 from clip_search.serving.server import free_port
 
@@ -40,7 +40,7 @@ def handle(data, context):
 
 def class_path() -> str:
     """The class path every start gives the JVM (serving/launch.py)."""
-    return mms.class_path(java_front_end.front_end_jar())
+    return mms.class_path()
 
 
 def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> None:
@@ -55,7 +55,7 @@ def record_classes(workdir: Path, class_list: Path, timeout: float = 180) -> Non
     config = mms.write_config(workdir, address, address, handler=HANDLER_MODULE)
     env = mms.worker_environment(workdir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(model_dir), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(mms.command(config, model_dir, env=env, front_end=java_front_end.front_end_jar()),
+    process = subprocess.Popen(mms.command(config, model_dir, env=env),
                                env=env, cwd=workdir,
                                stdout=sys.stderr, start_new_session=True)
     try:

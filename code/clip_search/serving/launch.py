@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clip_search import settings
 from clip_search.artifact import mark_verified, verify_artifact
-from clip_search.serving import java_front_end, mms
+from clip_search.serving import mms
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,8 @@ def launch(model_dir: Path, workdir: Path, inference_address: str, management_ad
     env = mms.worker_environment(Path(workdir), current)
     mark_verified(model_dir, env)
     env.update(extra_env or {})
-    # our 405 and 413 in MMS: the front-end jar goes ahead of MMS's on the class path
-    command = mms.command(config, model_dir, env=env, front_end=java_front_end.front_end_jar())
     return subprocess.Popen(
-        command, env=env, cwd=workdir,
+        mms.command(config, model_dir, env=env), env=env, cwd=workdir,
         stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None, start_new_session=True,
     )
 
@@ -54,7 +52,7 @@ def signal_group(pgid: int, signum: int) -> None:
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM the process group for a clean shutdown, then SIGKILL it: the Java front end is
+    """SIGTERM the process group for a clean shutdown, then SIGKILL it: MMS's Java process is
     re-parented and a worker can outlive SIGTERM."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         signal_group(process.pid, signum)

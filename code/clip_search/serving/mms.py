@@ -115,13 +115,17 @@ def java(env: dict | None = None) -> str:
     return os.path.join(home, "bin", "java") if home else "java"
 
 
-def class_path(front_end: Path | None = None) -> str:
-    """The JVM's class path: our front-end jar (serving/java_front_end.py), when there is one, ahead
-    of MMS's jars so that its classes win. No "." (MMS's launcher puts it first): the JVM maps its
-    class data archive (serving/java_archive.py) only when no class path directory has files in it,
-    and ours is a jar, not a directory of classes."""
-    entries = [str(front_end)] if front_end is not None else []
-    return ":".join(entries + [os.path.join(str(mms_home()), "mms", "frontend", "*")])
+def class_path() -> str:
+    """The JVM's class path: MMS's own jars (mms/frontend/*.jar), named one by one in a fixed order.
+
+    Jars only, and no "." (MMS's launcher puts it first): the JVM maps the application classes of
+    its class data archive (serving/java_archive.py) only when the class path is the one the archive
+    was dumped with and no directory on it has files. Named rather than a `*` wildcard, whose
+    expansion order the JVM leaves open."""
+    jars = sorted((mms_home() / "mms" / "frontend").glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(f"no multi-model-server jar in {mms_home() / 'mms' / 'frontend'}")
+    return ":".join(str(jar) for jar in jars)
 
 
 def read_properties(path: Path) -> dict:
@@ -136,8 +140,7 @@ def read_properties(path: Path) -> dict:
     return values
 
 
-def command(config_file: Path, model_dir: Path, env: dict | None = None,
-            front_end: Path | None = None) -> list[str]:
+def command(config_file: Path, model_dir: Path, env: dict | None = None) -> list[str]:
     """The Java front end's command line, as MMS's launcher (`multi-model-server --start`,
     mms/model_server.py) builds it, without running that launcher: it is one more Python process
     on the cold start (psutil, a pid file in the temp dir), and it puts "." first on the class
@@ -149,7 +152,7 @@ def command(config_file: Path, model_dir: Path, env: dict | None = None,
     if env.get("TEMP"):
         cmd.append(f"-Djava.io.tmpdir={env['TEMP']}")
     return cmd + vmargs + [
-        "-cp", class_path(front_end), "com.amazonaws.ml.mms.ModelServer",
+        "-cp", class_path(), "com.amazonaws.ml.mms.ModelServer",
         "--python", sys.executable,
         "-f", str(config_file),
         "-s", MODEL_STORE,

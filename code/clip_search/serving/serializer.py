@@ -4,8 +4,8 @@ import io
 import numpy as np
 import orjson
 
+from clip_search import content_types as ct
 from clip_search.errors import BadRequest, NotAcceptable
-from clip_search.serving import content_types as ct
 from clip_search.serving.batch import EncodeResult
 
 # orjson writes float32 arrays directly and in their shortest exact form: ~15x faster than the
@@ -27,7 +27,7 @@ def serialize(result: EncodeResult, accept: str | None, default: str = ct.JSON) 
 def _json(result: EncodeResult) -> bytes:
     body = {"embeddings": result.embeddings, "dim": result.dim, "model": result.model_id}
     if result.failed:  # only JSON Lines requests can partly fail; say which records did
-        rows = [None if error else row for row, error in zip(result.embeddings, result.errors)]
+        rows = [None if error else row for row, error in zip(result.embeddings, result.errors, strict=True)]
         body["embeddings"] = rows
         body["errors"] = [
             {"index": i, "id": result.ids[i], "error": result.errors[i]} for i in result.failed
@@ -37,7 +37,7 @@ def _json(result: EncodeResult) -> bytes:
 
 def _jsonlines(result: EncodeResult) -> bytes:
     lines = []
-    for record_id, vector, error in zip(result.ids, result.embeddings, result.errors):
+    for record_id, vector, error in zip(result.ids, result.embeddings, result.errors, strict=True):
         line = {"id": record_id, "error": error} if error else {"id": record_id, "embedding": vector}
         lines.append(orjson.dumps(line, option=_NUMPY))
     return b"\n".join(lines)  # no trailing newline: Batch Transform's AssembleWith=Line adds it

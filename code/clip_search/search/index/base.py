@@ -81,10 +81,10 @@ class VectorIndex(ABC):
     def drop(self) -> None:
         """Delete the index and everything in it."""
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a backend needs it
         """Make everything upserted so far visible to searches (a no-op where writes are visible at once)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing to release
         pass
 
     def __enter__(self):

@@ -325,7 +325,7 @@ class EmbeddedIndex(VectorIndex):
 
         data = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         ids = data.column("id").to_pylist()
-        last = dict(zip(ids, range(len(ids))))
+        last = dict(zip(ids, range(len(ids)), strict=True))
         if len(last) < len(ids):
             data = data.take(pa.array(sorted(last.values()), pa.int64()))
 
@@ -369,7 +369,7 @@ class EmbeddedIndex(VectorIndex):
             where = f"id IN ({', '.join(quote(i) for i in chunk)})"
             holder = {}
 
-            def remove():
+            def remove(where=where, holder=holder):
                 holder["before"] = self._table.count_rows(where)
                 self._table.delete(where)
 

@@ -1,4 +1,5 @@
-"""Media types of the handler contract, and parsing of Content-Type / Accept headers."""
+"""Media types of the handler contract, and parsing of Content-Type / Accept headers: core, shared by
+the handler (serving) and the clients that speak to it (endpoint_client, publishing)."""
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
