@@ -49,6 +49,8 @@ HNSW_PARAMETERS = {"m": 16, "ef_construction": 128}
 META_KEY = "clip_search"
 HYBRID_PIPELINE = "clip-search-hybrid"
 HYBRID_WEIGHTS = (0.3, 0.7)  # keyword match, vector similarity
+# The API specification declares `_bulk` bodies as NDJSON; opensearch-py sends application/json unless told.
+BULK_HEADERS = {"Content-Type": "application/x-ndjson"}
 AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
 
 
@@ -273,7 +275,7 @@ class OpenSearchIndex(VectorIndex):
             for ok, result in helpers.streaming_bulk(
                 self.client, actions, chunk_size=self.chunk_size, max_retries=self.max_retries,
                 initial_backoff=self.initial_backoff, max_backoff=60, raise_on_error=False,
-                raise_on_exception=False,
+                raise_on_exception=False, headers=BULK_HEADERS,
             ):
                 (kind, outcome), = result.items()
                 if kind == "delete":  # the serverless upsert's removal of a product's old document
@@ -388,7 +390,8 @@ class OpenSearchIndex(VectorIndex):
         deleted = 0
         for ok, result in helpers.streaming_bulk(self.client, actions, chunk_size=self.chunk_size,
                                                  max_retries=self.max_retries, initial_backoff=self.initial_backoff,
-                                                 raise_on_error=False, raise_on_exception=False):
+                                                 raise_on_error=False, raise_on_exception=False,
+                                                 headers=BULK_HEADERS):
             outcome = next(iter(result.values()))
             if ok and outcome.get("result") == "deleted":
                 deleted += 1
