@@ -5,8 +5,10 @@ products as the client-side path (our query function: encode at the endpoint, th
 Every request is checked against the OpenSearch API specification (the fixture fails otherwise)."""
 import base64
 import json
+import re
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from clip_search.cli import main
@@ -102,6 +104,34 @@ def test_neural_text_and_photo_queries_return_the_client_side_top_10(standin, se
     assert hybrid and all("Apple" in h.title for h in hybrid[:3])
     neural_bodies = [b for b in standin.bodies("POST", "/_search") if "neural" in json.dumps(b)]
     assert neural_bodies and all("vector" not in json.dumps(b) for b in neural_bodies)  # the cluster encodes
+
+    # `clip-search search`: neural on the connected index, client-side on request; --json says which
+    runner = CliRunner()
+    for extra, path in (([], "neural"), (["--query-path", "client", "--endpoint", server_url], "client")):
+        result = runner.invoke(main, ["search", "green apple", "--index", connected.location, "--json", *extra])
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.stdout)
+        assert {hit["query_path"] for hit in answer} == {path}
+        assert [hit["id"] for hit in answer] == [h.id for h in client.search_text("green apple", k=10)]
+    result = runner.invoke(main, ["search", "--image", str(store_photos[0]), "--index", connected.location, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [hit["id"] for hit in json.loads(result.stdout)] == [h.id for h in client.search_image(store_photos[0].read_bytes())]
+    result = runner.invoke(main, ["search", "apple", "--index", client.index.location, "--query-path", "neural"])
+    assert result.exit_code == 2 and "is not connected" in result.stderr
+
+    # the app: the same products, `query_path` in the answer and a `neural` stage in Server-Timing
+    from clip_search.app.server import AppServer, create_app
+    from clip_search.app.service import SearchService
+
+    service = SearchService(SearchClient(OpenSearchIndex.from_url(connected.location), EndpointEmbedder(server_url)))
+    with AppServer(create_app(service)) as app:
+        answer = requests.get(app.url + "/api/search", params={"q": "milk", "k": 10})
+        photo = requests.post(app.url + "/api/search", json={"image": base64.b64encode(store_photos[1].read_bytes()).decode()})
+    service.close()
+    assert answer.status_code == 200 and answer.json()["query_path"] == "neural"
+    assert [hit["id"] for hit in answer.json()["hits"]] == [h.id for h in client.search_text("milk", k=10)]
+    assert re.match(r"^neural;dur=\d+\.\d{3}, app;dur=\d+\.\d{3}$", answer.headers["server-timing"])
+    assert [hit["id"] for hit in photo.json()["hits"]] == [h.id for h in client.search_image(store_photos[1].read_bytes())]
 
 
 def test_connect_and_disconnect_leave_nothing_behind(standin, server_url, products):
