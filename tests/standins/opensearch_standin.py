@@ -19,6 +19,9 @@ No OpenSearch can run on these machines. Two layers keep the stand-in honest:
                `hybrid` (through a search pipeline's normalization or score-ranker processor),
                `match`, `term`, `terms`, `ids`, `match_all`, `_source` includes/excludes
   pipelines    PUT/GET/DELETE /_search/pipeline/ID, GET /_search/pipeline
+  ml-commons   connectors, remote models, ingest pipelines (`text_image_embedding`), PUT /INDEX/_mapping
+               and `neural` queries, with connectors executed against a real model server
+               (tests/standins/ml_commons_standin.py)
 Scores per engine + space type as documented (knn-spaces). References: docs.opensearch.org
 .../vector-search/ (knn_vector, spaces, filtering), .../vector-search/ai-search/hybrid-search/,
 .../search-plugins/search-pipelines/normalization-processor/, .../api-reference/document-apis/bulk/.
