@@ -168,7 +168,7 @@ class SearchService:
             on_stage("search", done - encoded)
         return {"hits": [self.hit_json(hit, root_path=root_path) for hit in hits],
                 "took_ms": {"encode": round((encoded - started) * 1000, 3), "search": round((done - encoded) * 1000, 3)},
-                "model": self.model_id, "index": self.location, "query_path": "client"}
+                "model": self.model_id, "index": self.location}
 
     def _search_neural(self, query: Query, filters, on_stage, root_path: str) -> dict:
         """A `neural` query: the cluster calls the model (one stage, `neural`, in took_ms and
