@@ -145,6 +145,12 @@ def test_connect_and_disconnect_leave_nothing_behind(standin, server_url, produc
     assert meta["connected"]["model_id"] == record["model_id"] and meta["dim"] == client.index.info().dim
     with pytest.raises(Exception, match="already connected"):
         connect(client.index.location, ENDPOINT, role_arn=ROLE, region=REGION, echo=lambda line: None)
+    # a document the model refuses (a photo that is not base64) is that document's error, as ingest reports it
+    bad = (json.dumps({"index": {"_index": "grocery", "_id": "bad"}}) + "\n"
+           + json.dumps({"product_id": "bad", "title": "Bad", "image_base64": "not base64!"}) + "\n")
+    answer = client.index.client.bulk(body=bad, params={"pipeline": record["ingest_pipeline"]}, headers=BULK_HEADERS)
+    item = answer["items"][0]["index"]
+    assert answer["errors"] is True and item["status"] == 400 and "inputImage is not valid base64" in item["error"]["reason"]
 
     disconnect(client.index.location, echo=lambda line: None)
     ml = standin.ml
