@@ -7,6 +7,9 @@ import click
 @click.group()
 def opensearch():
     """Connected mode: OpenSearch embeds documents and queries by calling the SageMaker endpoint."""
+    from clip_search.extras import require
+
+    require("opensearch", what="clip-search opensearch")
 
 
 @opensearch.command()
