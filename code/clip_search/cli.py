@@ -28,6 +28,7 @@ COMMANDS = {
     "search": ("clip_search.search.cli:search", "Search an index by text or by image."),
     "delete": ("clip_search.search.cli:delete", "Delete products by id from an index."),
     "eval": ("clip_search.search.cli:eval_command", "Retrieval recall on a labelled catalogue."),
+    "opensearch": ("clip_search.search.opensearch_cli:opensearch", "Connect an OpenSearch index to the endpoint (ml-commons)."),
     "app": ("clip_search.app.cli:app", "Serve the search page and its HTTP API for an index."),
     "demo": ("clip_search.demo:demo", "Run the whole path end to end on one machine."),
     "publish": ("model_build.cli:publish", "Ship to SageMaker: S3, ECR, registry, endpoint, Batch Transform."),

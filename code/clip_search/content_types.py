@@ -5,12 +5,15 @@ JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
 TEXT = "text/plain"
 X_IMAGE = "application/x-image"
+# What an OpenSearch ml-commons connector sends and asks for (docs/serving.md, "OpenSearch connector"):
+# {"inputText": ..., "inputImage": ...} in, [[embedding]] out (the connector's default post-processing).
+ML_COMMONS = "application/vnd.clip-search.ml-commons+json"
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", X_IMAGE)
 # Other spellings of JSON Lines seen in the wild; answered as application/jsonlines.
 JSONLINES_ALIASES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
 
-REQUEST_TYPES = (JSON, TEXT, *IMAGE_TYPES, JSONLINES)
-RESPONSE_TYPES = (JSON, JSONLINES, NPY)
+REQUEST_TYPES = (JSON, TEXT, *IMAGE_TYPES, JSONLINES, ML_COMMONS)
+RESPONSE_TYPES = (JSON, JSONLINES, NPY, ML_COMMONS)
 ANY = "*/*"
 
 

@@ -10,12 +10,12 @@ from PIL import Image
 
 CONTENT_TYPES = ["application/json", "text/plain", "image/jpeg", "image/png", "image/webp",
                  "application/x-image", "application/jsonlines", "application/jsonl", "application/x-npy",
-                 "text/csv", "", "*/*", "multipart/form-data"]
+                 "text/csv", "", "*/*", "multipart/form-data", "application/vnd.clip-search.ml-commons+json"]
 PARAMS = ["", "; charset=utf-8", "; charset=latin-1", "; charset=utf-16", "; charset=nope", "; charset=base64",
           "; charset=", ";;", "; boundary=x", '; charset="utf-8"']
 ACCEPTS = ["application/json", "application/jsonlines", "application/x-npy", "*/*", "text/html", "",
            "application/json;q=0", "application/*", "application/x-npy;q=0.5, application/json;q=0.9",
-           "application/json;q=abc", ",,,", "text/plain"]
+           "application/json;q=abc", ",,,", "text/plain", "application/vnd.clip-search.ml-commons+json"]
 
 
 def _png_bytes() -> bytes:

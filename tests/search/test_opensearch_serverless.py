@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from clip_search.search.index.opensearch import OpenSearchIndex, is_serverless
+from clip_search.search.index.opensearch import BULK_HEADERS, OpenSearchIndex, is_serverless
 from clip_search.search.records import EmbeddedProduct, Product
 from tests.search.conftest import fail_on_spec_violations, unit
 
@@ -86,7 +86,8 @@ def test_aoss_standin_refuses_what_a_collection_refuses(aoss):
     from opensearchpy.exceptions import AuthorizationException, RequestError
 
     with pytest.raises(RequestError, match="Document ID is not supported"):
-        index.client.bulk(body='{"index": {"_index": "products", "_id": "p1"}}\n{"product_id": "p1"}\n')
+        index.client.bulk(body='{"index": {"_index": "products", "_id": "p1"}}\n{"product_id": "p1"}\n',
+                          headers=BULK_HEADERS)
     es_signed = OpenSearch(hosts=[aoss.url], http_auth=_signer("es"))
     with pytest.raises(AuthorizationException, match="aoss"):  # signed, but for service es
         es_signed.indices.get_mapping(index="products")

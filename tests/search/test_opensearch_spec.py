@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from clip_search.search.index.opensearch import HYBRID_PIPELINE, OpenSearchIndex, hybrid_pipeline
+from clip_search.search.index.opensearch import BULK_HEADERS, HYBRID_PIPELINE, OpenSearchIndex, hybrid_pipeline
 from clip_search.search.records import EmbeddedProduct, Product
 from tests.search.conftest import unit
 from tests.standins.opensearch_spec import SpecViolation, load
@@ -261,7 +261,7 @@ def test_deletes_are_within_the_spec(standin):
     vectors = unit(np.random.default_rng(4).standard_normal((4, DIM)))
     index.upsert([EmbeddedProduct(Product(f"p{i}", f"t{i}"), v, None) for i, v in enumerate(vectors)])
     ok, errors = helpers.bulk(index.client, [{"_op_type": "delete", "_index": "products", "_id": i} for i in ("p0", "nope")],
-                              raise_on_error=False)
+                              raise_on_error=False, headers=BULK_HEADERS)
     assert ok == 1 and errors[0]["delete"]["status"] == 404
     body = next(r["body"] for r in standin.requests if r["path"] == "/_bulk" and '"delete"' in r["body"])
     assert body.count("\n") == 2  # two action lines, no data lines
@@ -270,3 +270,19 @@ def test_deletes_are_within_the_spec(standin):
                                           params={"refresh": "true"})
     assert answer["deleted"] == 1
     assert index.count() == 2
+
+
+def test_bulk_goes_out_as_ndjson_and_json_is_refused_by_the_spec(spec, standin):
+    """The spec declares `_bulk` bodies application/x-ndjson only: a client sending application/json
+    (opensearch-py's default) is a violation, and the backend's bulk requests say x-ndjson."""
+    with pytest.raises(SpecViolation, match="is not application/x-ndjson"):
+        _send(spec, "POST", "/_bulk", b'{"delete": {"_index": "p", "_id": "1"}}\n', content_type="application/json")
+    index = OpenSearchIndex.from_url(standin.url + "/products", initial_backoff=0.01)
+    index.ensure(DIM, "m")
+    vectors = unit(np.random.default_rng(2).standard_normal((3, DIM)))
+    assert index.upsert([EmbeddedProduct(Product(f"p{i}", f"t{i}"), v, v) for i, v in enumerate(vectors)]).indexed == 3
+    index.refresh()
+    assert index.delete(["p0"]) == 1
+    bulks = [r for r in standin.requests if r["path"].endswith("/_bulk")]
+    assert len(bulks) == 2
+    assert {r["headers"]["content-type"] for r in bulks} == {"application/x-ndjson"}

@@ -274,7 +274,7 @@ class Spec:
         return self.errors(schema_uri, value)
 
     def _ndjson_errors(self, operation: Operation, body: bytes, media: str) -> list[str]:
-        if media not in ("application/x-ndjson", "application/json"):
+        if media != "application/x-ndjson":
             return [f"Content-Type {media} is not application/x-ndjson"]
         if not body.endswith(b"\n"):
             return ["an NDJSON body must end with a newline"]

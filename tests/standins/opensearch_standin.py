@@ -19,6 +19,9 @@ No OpenSearch can run on these machines. Two layers keep the stand-in honest:
                `hybrid` (through a search pipeline's normalization or score-ranker processor),
                `match`, `term`, `terms`, `ids`, `match_all`, `_source` includes/excludes
   pipelines    PUT/GET/DELETE /_search/pipeline/ID, GET /_search/pipeline
+  ml-commons   connectors, remote models, ingest pipelines (`text_image_embedding`), PUT /INDEX/_mapping
+               and `neural` queries, with connectors executed against a real model server
+               (tests/standins/ml_commons_standin.py)
 Scores per engine + space type as documented (knn-spaces). References: docs.opensearch.org
 .../vector-search/ (knn_vector, spaces, filtering), .../vector-search/ai-search/hybrid-search/,
 .../search-plugins/search-pipelines/normalization-processor/, .../api-reference/document-apis/bulk/.
@@ -117,6 +120,7 @@ def _flatten_settings(settings: dict, prefix: str = "") -> dict:
 class Index:
     def __init__(self, name: str, body: dict, aoss: bool = False):
         self.name = name
+        self.ml = None  # the server's ml-commons, for `neural` queries
         self.docs: dict[str, dict] = {}
         self.versions: dict[str, int] = {}
         self.visible: dict[str, dict] = {}  # what searches see: refreshed state
@@ -388,6 +392,10 @@ class Index:
             return {doc_id: 1.0 for doc_id in candidates}
         if kind == "knn":
             return self._knn(spec, candidates)
+        if kind == "neural":
+            from tests.standins.ml_commons_standin import neural_to_knn
+
+            return self._knn(neural_to_knn(spec, self.ml), candidates)
         if kind == "bool":
             return self._bool(spec, candidates)
         if kind == "hybrid":
@@ -667,6 +675,9 @@ class OpenSearchStandIn(ThreadingHTTPServer):
             self.scheme = "https"
         self.indices: dict[str, Index] = {}
         self.pipelines: dict[str, dict] = {}
+        from tests.standins.ml_commons_standin import MLCommons
+
+        self.ml = MLCommons()  # ml-commons + neural-search: connectors, models, ingest pipelines
         self.lock = threading.Lock()
         self.credentials = credentials
         self.aoss = aoss
@@ -797,6 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
         if name in self.server.indices:
             raise _bad(f"index [{name}/uuid] already exists", "resource_already_exists_exception")
         index = self.server.indices[name] = Index(name, body, aoss=self.server.aoss)
+        index.ml = self.server.ml
         return index
 
     @staticmethod
@@ -813,6 +825,9 @@ class _Handler(BaseHTTPRequestHandler):
                                      "minimum_wire_compatibility_version": "7.10.0",
                                      "minimum_index_compatibility_version": "7.0.0"},
                          "tagline": "The OpenSearch Project: https://opensearch.org/"}
+        handled = self._ml_route(parts, raw)
+        if handled is not None:
+            return handled
         if parts == ["_bulk"] and method in ("POST", "PUT"):
             return self._bulk(raw, None, query)
         if parts[:2] == ["_search", "pipeline"]:
@@ -886,6 +901,12 @@ class _Handler(BaseHTTPRequestHandler):
                          "_source": index.docs[doc_id]}
         raise _bad(f"no handler found for uri [/{'/'.join(parts)}] and method [{method}]",
                    "invalid_request_exception")
+
+    def _ml_route(self, parts, raw):
+        if parts[:2] in (["_plugins", "_ml"], ["_ingest", "pipeline"]) or (
+                len(parts) == 2 and parts[1] == "_mapping" and self.command == "PUT"):
+            return self.server.ml.route(self.command, parts, self._json(raw), self.server.indices)
+        return None
 
     def _pipeline(self, rest, raw):
         method = self.command
@@ -961,6 +982,7 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.get("bulk_429_requests", 0) > 0:
             faults["bulk_429_requests"] -= 1
             raise OpenSearchError(429, "rejected_execution_exception", "rejected execution of coordinating operation")
+        self._bulk_pipeline = query.get("pipeline")
         items, errors = [], False
         for action, meta, source in operations:
             items.append(self._bulk_item(action, meta, source, default_index))
@@ -1012,6 +1034,9 @@ class _Handler(BaseHTTPRequestHandler):
                     source = source.get("upsert", source.get("doc", {}))
                 else:
                     source = _merge(existing, source.get("doc", {}))
+            pipeline = meta.get("pipeline", getattr(self, "_bulk_pipeline", None))
+            if pipeline and pipeline != "_none" and action in ("index", "create"):
+                source = self.server.ml.run_pipeline(pipeline, source)
             outcome, status, version = index.put(doc_id, source)
             return {action: {**result, "_version": version, "result": outcome, "status": status, **shards,
                              "_seq_no": version - 1, "_primary_term": 1}}

@@ -21,6 +21,7 @@ COMMANDS = {
     "encode": "Encode texts or images (in process or via an endpoint).",
     "eval": "Retrieval recall on a labelled catalogue.",
     "index": "Encode a product catalogue and index it.",
+    "opensearch": "Connect an OpenSearch index to the endpoint (ml-commons).",
     "package-model": "Package an open_clip model as model.tar.gz.",
     "publish": "Ship to SageMaker: S3, ECR, registry, endpoint, Batch Transform.",
     "search": "Search an index by text or by image.",

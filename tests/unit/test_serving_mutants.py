@@ -335,5 +335,5 @@ def test_default_and_not_acceptable():
     with pytest.raises(NotAcceptable) as raised:
         serialize(result(), "text/html")
     assert raised.value.message == ("unsupported Accept 'text/html'; supported: application/json, "
-                                    "application/jsonlines, application/x-npy")
+                                    "application/jsonlines, application/x-npy, application/vnd.clip-search.ml-commons+json")
     assert isinstance(raised.value, RequestError) and raised.value.status_code == 406

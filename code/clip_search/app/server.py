@@ -254,6 +254,8 @@ def create_app(service: SearchService, *, max_upload_bytes: int = DEFAULT_MAX_UP
         else:
             query = await _query_from_body(request)
         answer = await run_in_threadpool(service.search, query, metrics.stage, _root(request))
+        if answer.get("query_path") == "neural":  # OpenSearch encoded the query (connected mode)
+            return FastJSONResponse(answer, headers={"Server-Timing": f"neural;dur={answer['took_ms']['neural']:.3f}"})
         return FastJSONResponse(answer)
 
     async def _query_from_body(request: Request) -> Query:

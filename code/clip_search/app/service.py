@@ -124,6 +124,8 @@ class SearchService:
         # The embedded index is not documented as thread-safe; queries are short, so one at a time.
         self._lock = threading.Lock()
         self._encoder = getattr(self.embedder, "encoder", None)  # ClipEncoder when in process
+        # Connected mode (`clip-search opensearch connect`): OpenSearch encodes text and photo queries.
+        self.neural = bool(getattr(self.index, "connected", None))
 
     # --- search ---------------------------------------------------------------------------------
     def search(self, query: Query, on_stage=None, root_path: str = "") -> dict:
@@ -133,6 +135,8 @@ class SearchService:
             raise BadRequest("give exactly one of a text query (q / text), an image, or like (a product id)"
                              + (f"; got {', '.join(given)}" if given else ""))
         filters = normalise_filters(query.filters)
+        if self.neural and query.like is None:
+            return self._search_neural(query, filters, on_stage, root_path)
         exclude = None
         started = time.perf_counter()
         if query.text is not None:
@@ -165,6 +169,37 @@ class SearchService:
         return {"hits": [self.hit_json(hit, root_path=root_path) for hit in hits],
                 "took_ms": {"encode": round((encoded - started) * 1000, 3), "search": round((done - encoded) * 1000, 3)},
                 "model": self.model_id, "index": self.location}
+
+    def _search_neural(self, query: Query, filters, on_stage, root_path: str) -> dict:
+        """A `neural` query: the cluster calls the model (one stage, `neural`, in took_ms and
+        Server-Timing). A photo is checked here first, so a bad one is a 400, not the cluster's error."""
+        from clip_search.search.errors import SearchError
+
+        started = time.perf_counter()
+        if query.text is not None:
+            if not query.text.strip():
+                raise BadRequest("empty text query")
+            options = {"text": query.text, "fields": FIELDS, "keywords": query.text if query.hybrid else None}
+        else:
+            if query.hybrid:
+                raise Unprocessable("hybrid=1 is a text search")
+            if not query.image:
+                raise BadRequest("empty image: the request carried no image bytes")
+            from clip_search.images import decode_image
+
+            decode_image(query.image)
+            options = {"image": query.image, "fields": (IMAGE,)}
+        try:
+            with self._lock:
+                hits = self.index.search_neural(k=query.k, filters=filters, **options)
+        except SearchError as error:
+            raise UpstreamError(f"search failed: {error}") from None
+        took = time.perf_counter() - started
+        if on_stage:
+            on_stage("neural", took)
+        return {"hits": [self.hit_json(hit, root_path=root_path) for hit in hits],
+                "took_ms": {"neural": round(took * 1000, 3)}, "model": self.model_id, "index": self.location,
+                "query_path": "neural"}
 
     @property
     def supports_hybrid(self) -> bool:

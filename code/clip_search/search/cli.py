@@ -41,6 +41,34 @@ def _client(index: str, model: str | None, endpoint: str | None, need_encoder: b
     return client
 
 
+def _neural_hits(location, query_path, encoder_given, text, image, k, filters, fields, hybrid):
+    """Connected mode: hits of `neural` queries (OpenSearch encodes), or None for the client path."""
+    if query_path == "client" or (query_path == "auto" and encoder_given):
+        return None
+    if not location.startswith(("http://", "https://")):
+        if query_path == "neural":
+            raise click.UsageError("--query-path neural needs an OpenSearch index connected with "
+                                   "`clip-search opensearch connect`")
+        return None
+    from clip_search.search.index.opensearch import OpenSearchIndex
+
+    with OpenSearchIndex.from_url(location) as index:
+        if index.info() is None:
+            raise IndexNotFoundError(f"no index at {location}: build it with `clip-search index`")
+        if not index.connected:
+            if query_path == "neural":
+                raise click.UsageError(f"--query-path neural: {location} is not connected "
+                                       "(run `clip-search opensearch connect`)")
+            return None
+        if hybrid and image:
+            raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
+        if image:
+            from clip_search.search.catalogue import load_image_bytes
+
+            return index.search_neural(image=load_image_bytes(image), k=k, filters=filters, fields=("image",))
+        return index.search_neural(text=text, k=k, filters=filters, fields=fields, keywords=text if hybrid else None)
+
+
 @click.command()
 @click.option("--catalogue", type=click.Path(dir_okay=False), help="Products: .jsonl or .csv (id, title, image, ...).")
 @click.option("--encoding", default=None, metavar="NAME",
@@ -98,23 +126,30 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
               help="Text queries: match product images, titles, or the better of the two.")
 @click.option("--hybrid", is_flag=True, help="Text queries: rank by keyword match on the title fused with vector "
               "similarity (embedded and OpenSearch indexes).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits {id, score, title, ...}, best first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits {id, score, title, ..., query_path}, "
+              "best first; query_path says who encoded the query: client or neural (OpenSearch).")
+@click.option("--query-path", type=click.Choice(["auto", "client", "neural"]), default="auto", show_default=True,
+              help="Who encodes the query: neural = OpenSearch (an index `clip-search opensearch connect` connected), "
+              "client = --model/--endpoint here; auto = neural on a connected index unless --model/--endpoint is given.")
 @_encoder_options
-def search(query, index_location, image, k, filters, match, hybrid, as_json, model, endpoint):
+def search(query, index_location, image, k, filters, match, hybrid, as_json, query_path, model, endpoint):
     """Search INDEX by text (QUERY) or by photo (--image). Scores are cosine similarities."""
     if bool(query) == bool(image):
         raise click.UsageError('give a text QUERY or --image PATH (one of them)')
     parsed = parse_filters(filters)
-    with _client(index_location, model, endpoint) as client:
-        if hybrid and (image or not client.index.supports_hybrid):
-            raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
-        if image:
-            hits = client.search_image(image, k=k, filters=parsed)
-        else:
-            fields = ("image", "title") if match == "both" else (match,)
-            hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
+    fields = ("image", "title") if match == "both" else (match,)
+    hits = _neural_hits(index_location, query_path, bool(model or endpoint), query, image, k, parsed, fields, hybrid)
+    path = "client" if hits is None else "neural"
+    if hits is None:
+        with _client(index_location, model, endpoint) as client:
+            if hybrid and (image or not client.index.supports_hybrid):
+                raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
+            if image:
+                hits = client.search_image(image, k=k, filters=parsed)
+            else:
+                hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
     if as_json:
-        click.echo(json.dumps([hit.to_json() for hit in hits], ensure_ascii=False, indent=2))
+        click.echo(json.dumps([{**hit.to_json(), "query_path": path} for hit in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no results")

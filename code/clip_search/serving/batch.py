@@ -21,6 +21,7 @@ class EncodeResult:
     errors: list[str | None]
     model_id: str
     dim: int
+    combine: bool = False  # the request asked for one embedding of all its records
 
     @property
     def failed(self) -> list[int]:
@@ -53,7 +54,8 @@ def encode_request(encoder, request: EncodeRequest) -> EncodeResult:
         embeddings[text_rows] = encoder.encode_texts([records[row].text for row in text_rows])
     if image_rows:
         embeddings[image_rows] = encoder.encode_pixels(np.stack(images))
-    return EncodeResult([record.id for record in records], embeddings, errors, encoder.model_id, encoder.dim)
+    return EncodeResult([record.id for record in records], embeddings, errors, encoder.model_id, encoder.dim,
+                        request.combine)
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -31,6 +31,8 @@ class EncodeRequest:
     records: list[Record] = field(default_factory=list)
     # JSON Lines answers each record on its own line, errors included; other formats fail whole.
     per_record_errors: bool = False
+    # One embedding for all records (an ml-commons request with both text and an image).
+    combine: bool = False
 
 
 def max_items() -> int:
@@ -55,6 +57,8 @@ def decode_request(body, content_type: str | None) -> EncodeRequest:
         request = EncodeRequest([Record(image=body)])
     elif kind == ct.JSONLINES:
         request = EncodeRequest(_jsonlines_records(body), per_record_errors=True)
+    elif kind == ct.ML_COMMONS:
+        request = _ml_commons_request(_parse_json(body, "request body"))
     else:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; supported: {', '.join(ct.REQUEST_TYPES)}"
@@ -179,3 +183,28 @@ def _jsonlines_record(line: bytes, number: int) -> Record:
         return Record(id=record_id, image=_image(payload["image"], f"{where}: image"))
     except BadRequest as error:
         return Record(id=record_id, error=error.message)
+
+
+# ml-commons fills `${parameters.inputText:-null}` with the text, or with `null` when the processor or
+# query sent none: inside the template's quotes that is the string "null".
+_ML_COMMONS_KEYS = ("inputText", "inputImage")
+
+
+def _ml_commons_request(payload) -> EncodeRequest:
+    """{"inputText": "...", "inputImage": "<base64>"} as an ml-commons connector sends it: one of
+    them, or both (then one embedding of the two, see serializer)."""
+    if not isinstance(payload, dict):
+        raise BadRequest(f"{ct.ML_COMMONS} body must be an object with inputText and/or inputImage")
+    unknown = sorted(set(payload) - set(_ML_COMMONS_KEYS))
+    if unknown:
+        raise BadRequest(f"{ct.ML_COMMONS} body has unknown keys {', '.join(unknown)}; "
+                         f"it takes {', '.join(_ML_COMMONS_KEYS)}")
+    given = {key: payload.get(key) for key in _ML_COMMONS_KEYS if payload.get(key) not in (None, "null", "")}
+    if not given:
+        raise BadRequest("empty input: inputText and inputImage are both missing or null")
+    records = []
+    if "inputText" in given:
+        records.append(Record(text=_text(given["inputText"], "inputText")))
+    if "inputImage" in given:
+        records.append(Record(image=_image(given["inputImage"], "inputImage")))
+    return EncodeRequest(records, combine=len(records) > 1)

@@ -21,6 +21,8 @@ def serialize(result: EncodeResult, accept: str | None, default: str = ct.JSON) 
         return _jsonlines(result), media
     if media == ct.NPY:
         return _npy(result), media
+    if media == ct.ML_COMMONS:
+        return _ml_commons(result), media
     return _json(result), media
 
 
@@ -53,3 +55,17 @@ def _npy(result: EncodeResult) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(result.embeddings, dtype=np.float32), allow_pickle=False)
     return buffer.getvalue()
+
+
+def _ml_commons(result: EncodeResult) -> bytes:
+    """[[e1, e2, ...]]: a list of embeddings, what ml-commons' `connector.post_process.default.embedding`
+    reads (JSONPath `$[*]`, each a list of numbers) into OpenSearch's `sentence_embedding` tensors.
+    A request with both text and an image answers one embedding: their normalised sum, a point
+    between the two in CLIP's shared space (neural-search takes the first tensor only)."""
+    if result.failed:
+        raise BadRequest(f"{len(result.failed)} record(s) could not be encoded (first: {result.errors[result.failed[0]]})")
+    rows = np.asarray(result.embeddings, dtype=np.float32)
+    if result.combine and len(rows) > 1:
+        total = rows.sum(axis=0)
+        rows = (total / max(float(np.linalg.norm(total)), 1e-12))[None, :]
+    return orjson.dumps(rows, option=_NUMPY)

@@ -49,6 +49,8 @@ HNSW_PARAMETERS = {"m": 16, "ef_construction": 128}
 META_KEY = "clip_search"
 HYBRID_PIPELINE = "clip-search-hybrid"
 HYBRID_WEIGHTS = (0.3, 0.7)  # keyword match, vector similarity
+# The API specification declares `_bulk` bodies as NDJSON; opensearch-py sends application/json unless told.
+BULK_HEADERS = {"Content-Type": "application/x-ndjson"}
 AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
 
 
@@ -137,6 +139,7 @@ class OpenSearchIndex(VectorIndex):
         self.shards, self.replicas = shards, replicas
         self.chunk_size, self.max_retries, self.initial_backoff = chunk_size, max_retries, initial_backoff
         self._info: IndexInfo | None = None
+        self.connected: dict | None = None
 
     @classmethod
     def from_url(cls, url: str, **options) -> "OpenSearchIndex":
@@ -191,6 +194,7 @@ class OpenSearchIndex(VectorIndex):
         if meta is None:
             raise SearchError(f"OpenSearch index {self.name} was not made by clip-search (no _meta.{META_KEY})")
         self.engine, self.space_type = meta["engine"], meta["space_type"]
+        self.connected = meta.get("connected")  # set by `clip-search opensearch connect`
         self._info = IndexInfo(meta["model_id"], meta["dim"], self.backend, 0,
                                {"encoder": meta.get("encoder") or {}, "engine": self.engine, "space_type": self.space_type})
         return self._info
@@ -273,7 +277,7 @@ class OpenSearchIndex(VectorIndex):
             for ok, result in helpers.streaming_bulk(
                 self.client, actions, chunk_size=self.chunk_size, max_retries=self.max_retries,
                 initial_backoff=self.initial_backoff, max_backoff=60, raise_on_error=False,
-                raise_on_exception=False,
+                raise_on_exception=False, headers=BULK_HEADERS,
             ):
                 (kind, outcome), = result.items()
                 if kind == "delete":  # the serverless upsert's removal of a product's old document
@@ -311,8 +315,41 @@ class OpenSearchIndex(VectorIndex):
         if info is None:
             raise IndexNotFoundError(f"no OpenSearch index {self.name} at {self.location}")
         vector = as_query_vector(vector, info.dim)
+        return self._search(lambda field, filter_query: self._knn(field, vector, k, filter_query),
+                            k, filters, fields, keywords, vector)
+
+    def search_neural(self, text: str | None = None, image: bytes | None = None, k: int = 10,
+                      filters: dict | None = None, fields: tuple = FIELDS, keywords: str | None = None) -> list[Hit]:
+        """Connected mode: a `neural` query per vector field; the cluster encodes `text` or `image`
+        (base64 `query_image`) with the model `connect` registered. Hybrid (`keywords`) scores are the
+        search pipeline's combined scores (there is no query vector here to recompute the cosine)."""
+        import base64
+
+        info = self.info()
+        if info is None:
+            raise IndexNotFoundError(f"no OpenSearch index {self.name} at {self.location}")
+        if not self.connected:
+            raise SearchError(f"OpenSearch index {self.name} is not connected to a model "
+                              "(run `clip-search opensearch connect`)")
+        if not text and not image:
+            raise SearchError("a neural query needs a text or an image")
+        model_id = self.connected["model_id"]
+
+        def neural(field, filter_query):
+            clause = {"model_id": model_id, "k": k}
+            if text:
+                clause["query_text"] = text
+            if image:
+                clause["query_image"] = base64.b64encode(image).decode("ascii")
+            if filter_query is not None:
+                clause["filter"] = filter_query
+            return {"neural": {VECTOR_FIELDS[field]: clause}}
+
+        return self._search(neural, k, filters, fields, keywords, None)
+
+    def _search(self, clause, k: int, filters, fields, keywords, vector) -> list[Hit]:
         filter_query = self._filter_query(normalise_filters(filters))
-        knns = [self._knn(field, vector, k, filter_query) for field in fields]
+        knns = [clause(field, filter_query) for field in fields]
         # dis_max keeps the better field's score: the best of image and title similarity counts.
         query = knns[0] if len(knns) == 1 else {"dis_max": {"queries": knns}}
         excludes = list(VECTOR_FIELDS.values())
@@ -340,7 +377,8 @@ class OpenSearchIndex(VectorIndex):
                 stored = [np.asarray(source.pop(VECTOR_FIELDS[f]), np.float32) for f in fields if source.get(VECTOR_FIELDS[f])]
                 for name in VECTOR_FIELDS.values():
                     source.pop(name, None)
-                score = max((float(vector @ s) for s in stored), default=float("nan"))
+                score = (max((float(vector @ s) for s in stored), default=float("nan")) if vector is not None
+                         else float(hit["_score"]))
             else:
                 score = cosine_from_opensearch(hit["_score"], self.engine, self.space_type)
             extra = dict(source.get("metadata") or {})
@@ -388,7 +426,8 @@ class OpenSearchIndex(VectorIndex):
         deleted = 0
         for ok, result in helpers.streaming_bulk(self.client, actions, chunk_size=self.chunk_size,
                                                  max_retries=self.max_retries, initial_backoff=self.initial_backoff,
-                                                 raise_on_error=False, raise_on_exception=False):
+                                                 raise_on_error=False, raise_on_exception=False,
+                                                 headers=BULK_HEADERS):
             outcome = next(iter(result.values()))
             if ok and outcome.get("result") == "deleted":
                 deleted += 1
