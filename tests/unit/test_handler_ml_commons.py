@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from clip_search import content_types as ct
 from clip_search.errors import RequestError
-from clip_search.serving import content_types as ct
 from clip_search.serving.handler import input_fn, model_fn, output_fn, predict_fn
 
 # The request body template `clip-search opensearch connect` puts in the connector, filled as

@@ -26,12 +26,11 @@ import time
 from collections.abc import Callable
 from urllib.parse import quote
 
+from clip_search import content_types
 from clip_search.search.errors import SearchError
 from clip_search.search.index.opensearch import META_KEY, VECTOR_FIELDS, OpenSearchIndex
 
-# The handler's ml-commons media type (clip_search.serving.content_types.ML_COMMONS; search does not
-# import serving, the string is the contract).
-ML_COMMONS_MEDIA_TYPE = "application/vnd.clip-search.ml-commons+json"
+ML_COMMONS_MEDIA_TYPE = content_types.ML_COMMONS
 REQUEST_BODY = '{"inputText": "${parameters.inputText:-null}", "inputImage": "${parameters.inputImage:-null}"}'
 PRE_PROCESS = "connector.pre_process.bedrock.multimodal_embedding"
 POST_PROCESS = "connector.post_process.default.embedding"
