@@ -51,7 +51,7 @@ def test_search_needs_exactly_one_of_query_and_image(small_index, extra):
 def test_hybrid_is_refused_for_images(small_index):
     result = run("search", "--index", small_index, "--image", GROCERY / "images" / "Kiwi.jpg", "--hybrid")
     assert result.exit_code == 2
-    assert error_line(result) == "Error: --hybrid is a text search on an embedded or OpenSearch index"
+    assert error_line(result) == "Error: --hybrid is a text search: give a QUERY, not --image"
 
 
 def test_hybrid_text_search_on_the_embedded_index_finds_the_title(small_index):
@@ -65,7 +65,8 @@ def test_hybrid_text_search_on_the_embedded_index_finds_the_title(small_index):
 def test_a_malformed_filter_is_a_usage_error(small_index, spec):
     result = run("search", "--index", small_index, "apple", "--filter", spec)
     assert result.exit_code == 2
-    assert error_line(result) == f"Error: Invalid value for --filter: filter {spec!r} is not of the form field=value"
+    assert error_line(result) == (f"Error: Invalid value for '--filter': filter {spec!r} is not of the form "
+                                  "field=value (or field:value)")
 
 
 def test_match_title_finds_the_exact_title_and_match_image_does_not(small_index):

@@ -55,6 +55,29 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def open_client(index: str, model: str | None = None, endpoint: str | None = None, *,
+                need_encoder: bool = True) -> "SearchClient":
+    """A client for INDEX that encodes queries with `model` or `endpoint` when one is given, else
+    with the encoder the index recorded when it was built (`clip-search search`/`eval`/`app` and the
+    Lambda handler). need_encoder=False: no recorded encoder is looked up (indexing brings its own)."""
+    client = SearchClient(index)
+    try:
+        if model or endpoint:
+            client.embedder = embedder_for(model, endpoint)
+        elif need_encoder:
+            info = client.index.info()
+            if info is None:
+                raise IndexNotFoundError(f"no index at {index}: build it with `clip-search index`")
+            spec = info.extra.get("encoder") or {}
+            if not spec:
+                raise SearchError(f"no encoder recorded for {index}: pass --model or --endpoint")
+            client.embedder = embedder_for(spec.get("model"), spec.get("endpoint"))
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 class SearchClient:
     def __init__(self, index: str | Path | VectorIndex, embedder: Embedder | None = None, *,
                  model: str | None = None, endpoint: str | None = None, **index_options):
@@ -241,4 +264,4 @@ class SearchClient:
         return self.search_vector(vector, k, filters, fields)
 
 
-__all__ = ["SearchClient", "Hit", "Product", "IMAGE", "TITLE", "FIELDS"]
+__all__ = ["SearchClient", "open_client", "Hit", "Product", "IMAGE", "TITLE", "FIELDS"]

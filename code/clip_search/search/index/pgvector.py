@@ -13,10 +13,12 @@ import re
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
+
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
-from clip_search.search.records import EmbeddedProduct, Hit
+from clip_search.search.records import EmbeddedProduct, Hit, Product
 from clip_search.search.scores import cosine_from_pgvector_distance
 
 DEFAULT_TABLE = "clip_search_products"
@@ -176,10 +178,28 @@ class PgvectorIndex(VectorIndex):
         return cursor.rowcount
 
     # --- reads -------------------------------------------------------------------------------
+    def get(self, ids) -> list[EmbeddedProduct]:
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids or self.info() is None:
+            return []
+        self._register()
+        rows = self.connection.execute(self._sql(
+            "SELECT id, title, image, metadata, image_embedding, title_embedding FROM {table} WHERE id = ANY(%s)"),
+            (ids,)).fetchall()
+        found = {row[0]: row for row in rows}
+        out = []
+        for product_id in ids:
+            if product_id in found:
+                _, title, image, metadata, *vectors = found[product_id]
+                vectors = [None if v is None else np.asarray(v.to_numpy(), np.float32) for v in vectors]  # pgvector's Vector
+                out.append(EmbeddedProduct(Product(product_id, title or "", image, dict(metadata or {})), *vectors))
+        return out
+
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
         from psycopg import sql
 
+        self.check_query(fields, keywords)
         info = self.info()
         if info is None:
             raise IndexNotFoundError(f"no pgvector index {self.table} at {self.location}")
