@@ -106,6 +106,22 @@ def test_wrong_dimension_is_reported_per_product(index_at, vectors):
     assert index.count() == 2
 
 
+def test_a_list_valued_metadata_field_matches_any_of_its_items(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    items = products(vectors[:4])
+    for item, labels in zip(items, (["vegan", "organic"], ["organic"], [], "vegan"), strict=True):
+        item.product.metadata["labels"] = labels
+    index.upsert(items)
+    index.refresh()
+    def ids(**filters):
+        return sorted(hit.id for hit in index.search(vectors[0], k=10, filters=filters, fields=("image",)))
+    assert ids(labels="vegan") == ["p0", "p3"]
+    assert ids(labels=["organic"]) == ["p0", "p1"]
+    assert ids(labels="vegan", colour="blue") == ["p3"]
+    assert ids(labels='["organic"]') == []  # the list's JSON text is not one of its items
+
+
 def test_title_and_id_filters(index_at, vectors):
     """`--filter title=...` matches the exact title and `--filter id=...` the product ids, on every
     backend (OpenSearch: `title.raw` and `product_id`), also together with metadata filters."""

@@ -5,7 +5,7 @@ product id, so upserts are `INSERT ... ON CONFLICT`), title, image, metadata (js
 `vector(dim)` column per embedding field, each with an HNSW index on cosine distance
 (`vector_cosine_ops`). pgvector's `<=>` is the cosine distance 1 - cos; we report 1 - distance.
 `?index_method=ivfflat` picks an IVFFlat index instead, `none` an exact scan (for
-pgvector builds whose index code cannot run on the CPU at hand, see docs/search.md). Filters are `metadata->>field = ANY(values)`; `hnsw.iterative_scan` (pgvector >= 0.8) keeps scanning
+pgvector builds whose index code cannot run on the CPU at hand, see docs/search.md). Filters are `metadata->>field = ANY(values)` (or an item of a list value); `hnsw.iterative_scan` (pgvector >= 0.8) keeps scanning
 the graph until enough rows pass them. Which model built the index is kept in `clip_search_indexes`.
 """
 import json
@@ -209,9 +209,12 @@ class PgvectorIndex(VectorIndex):
         for field, values in normalise_filters(filters).items():
             if field in ("id", "title"):
                 conditions.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(field)))
-            else:
-                conditions.append(sql.SQL("metadata->>%s = ANY(%s)"))
-                params.append(field)
+            else:  # a scalar value, or any item of a list value (as the other backends match them)
+                conditions.append(sql.SQL(
+                    "CASE WHEN jsonb_typeof(metadata->%s) = 'array' THEN EXISTS (SELECT 1 FROM "
+                    "jsonb_array_elements_text(metadata->%s) AS item WHERE item = ANY(%s)) "
+                    "ELSE metadata->>%s = ANY(%s) END"))
+                params += [field, field, values, field]
             params.append(values)
         best: dict[str, tuple] = {}
         with self.connection.transaction():
