@@ -2,7 +2,7 @@
 
     client = SearchClient("products-index/", model="model.tar.gz")
     client.index_catalogue("products.jsonl")
-    client.search_text("red running shoes", k=10, filters={"brand": "Acme"})
+    client.search_text("red running shoes", k=10, filters={"brand": "Acme"})  # or filters=["brand=Acme"]
     client.search_image("photo.jpg")
 
 Reader -> encoder -> writer, in batches, with a progress bar: images are read and encoded a batch at
@@ -19,7 +19,7 @@ from clip_search.errors import ClipSearchError
 from clip_search.search.catalogue import load_image_bytes, read_catalogue
 from clip_search.search.embeddings import Embedder, embedder_for
 from clip_search.search.errors import IndexNotFoundError, SearchError
-from clip_search.search.filters import normalise_filters
+from clip_search.search.filters import parse_filters
 from clip_search.search.index import FIELDS, IMAGE, TITLE, UpsertReport, VectorIndex, open_index
 from clip_search.search.records import Hit, Product
 
@@ -223,7 +223,7 @@ class SearchClient:
         return embedder
 
     def search_vector(self, vector, k: int = 10, filters=None, fields=FIELDS, keywords=None) -> list[Hit]:
-        return self.index.search(np.asarray(vector, dtype=np.float32), k, normalise_filters(filters), tuple(fields), keywords)
+        return self.index.search(np.asarray(vector, dtype=np.float32), k, parse_filters(filters), tuple(fields), keywords)
 
     def search_text(self, text: str, k: int = 10, filters=None, fields=FIELDS, hybrid: bool = False) -> list[Hit]:
         """Text -> product by its image or its title embedding (the better of the two counts)."""
