@@ -4,6 +4,8 @@ Product photos arrive in every shape: palette PNGs, transparent cut-outs, CMYK J
 pipelines, 16-bit greyscale, phone photos whose pixels are stored sideways with an EXIF rotation.
 All of them become upright RGB here, so the model sees what a person sees.
 """
+import base64
+import binascii
 import io
 import re
 import warnings
@@ -56,6 +58,24 @@ def check_size(width: int, height: int, limit: int | None = None, target_size: i
                 f"image is {width}x{height}: scaled to the model input of {target_size} px it would be "
                 f"{resized} pixels, over the limit of {current.max_resized_pixels} pixels ({MAX_RESIZED_ENV})"
             )
+
+
+def decode_base64(value, where: str = "image") -> bytes:
+    """Image bytes from the base64 string a JSON request carries them in (the model server's
+    records, the search app's {"image": ...}); a browser's data: URL is taken as well, blanks around
+    it are ignored. Anything else is a BadRequest naming `where`."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a base64 string, got {type(value).__name__}")
+    text = value.strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest(f"{where} is not valid base64: {error}") from None
+    if not data:
+        raise BadRequest(f"{where} is empty")
+    return data
 
 
 _BOMB_SIZE = re.compile(r"\((\d+) pixels\)")

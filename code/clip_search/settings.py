@@ -55,17 +55,23 @@ def _float(minimum: float | None = None) -> Callable[[str], float]:
     return parse
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+BOOL_WORDS = "one of 1/0, true/false, yes/no, on/off"
 
 
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
+def parse_bool(raw) -> bool:
+    """The one reading of a yes/no value, for variables, query parameters and JSON fields alike:
+    1/true/yes/on or 0/false/no/off (any case, surrounding blanks ignored; empty is no); a bool
+    passes through. Anything else is a ValueError saying what is accepted."""
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower() if isinstance(raw, (str, int)) else None
+    if value in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if value in FALSE_WORDS:
         return False
-    raise ValueError("one of 1/0, true/false, yes/no, on/off")
+    raise ValueError(BOOL_WORDS)
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -100,7 +106,7 @@ VARIABLES: tuple[Variable, ...] = (
              "the run-time runtime to serve with (onnx, onnx-int8, openvino; must be the artifact's); empty = the manifest's"),
     Variable("CLIP_SEARCH_OPENVINO_PRECISION", "openvino_precision", _choice("auto", "bf16", "f32"), "",
              "OpenVINO INFERENCE_PRECISION_HINT; empty = the manifest's"),
-    Variable("CLIP_SEARCH_JPEG_DRAFT", "jpeg_draft", _bool, True,
+    Variable("CLIP_SEARCH_JPEG_DRAFT", "jpeg_draft", parse_bool, True,
              "decode JPEGs at a reduced scale no smaller than the model input (0: exact full decode)"),
     Variable("CLIP_SEARCH_MAX_IMAGE_PIXELS", "max_image_pixels", _int(1), 50_000_000,
              "decompression-bomb guard: source pixels of one image, 413 above it"),
@@ -138,7 +144,7 @@ VARIABLES: tuple[Variable, ...] = (
              "the demo catalogue folder (default: the one shipped in clip_search/demo_data/grocery)"),
     Variable("CLIP_SEARCH_GROCERY_DIR", "grocery_dir", _text, "",
              "the Grocery Store Dataset (store photos for the demo and the accuracy guard)"),
-    Variable("CLIP_SEARCH_DEBUG", "debug", _bool, False,
+    Variable("CLIP_SEARCH_DEBUG", "debug", parse_bool, False,
              "CLI: show the Python traceback behind an Error: line"),
     Variable("SAGEMAKER_MODEL_SERVER_WORKERS", "workers", _int(1), 1,
              "Python workers of the model server"),

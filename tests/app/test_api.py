@@ -80,11 +80,17 @@ def test_filters_restrict_hits_and_combine_like_the_cli(app_url, demo_products):
     assert get(app_url, "/api/search", q="sweet", filter="department:Bakery").json()["hits"] == []
     value_with_colon = get(app_url, "/api/search", q="sweet", filter="category:Juice:Orange").json()["hits"]
     assert value_with_colon == []  # the first colon splits field from value
+    # One grammar with the CLI: its field=value means the same, in a query string and in JSON.
+    assert get(app_url, "/api/search", q="sweet", k=100, filter="department=Fruit").json()["hits"] == fruit
+    posted = requests.post(app_url + "/api/search", json={"text": "sweet", "k": 100, "filter": ["department=Fruit"]},
+                           timeout=30).json()["hits"]
+    assert [hit["id"] for hit in posted] == [hit["id"] for hit in fruit]
 
 
 def test_bad_filter_and_hybrid_flag(app_url):
-    assert_error(get(app_url, "/api/search", q="milk", filter="department"), 400, "field:value")
+    assert_error(get(app_url, "/api/search", q="milk", filter="department"), 400, "'department'", "field=value", "field:value")
     assert_error(get(app_url, "/api/search", q="milk", filter=":Fruit"), 400, "field:value")
+    assert_error(get(app_url, "/api/search", q="milk", filter="=Fruit"), 400, "field=value")
     assert_error(get(app_url, "/api/search", q="milk", hybrid="maybe"), 400, "hybrid")
     assert get(app_url, "/api/search", q="milk", hybrid="0").status_code == 200
 
@@ -240,6 +246,9 @@ def test_path_traversal_through_the_url_reaches_no_file(app_url, raw_path):
     assert b"root:" not in body and json.loads(body)["status"] == 404
 
 
+TRICKY_VECTORS: dict = {}  # product id -> the image vector tricky_app stored for it
+
+
 @pytest.fixture(scope="module")
 def tricky_app(tmp_path_factory, test_encoder, test_model_dir):
     """A catalogue whose stored image locations try to leave its folder: a symlink out, an absolute
@@ -281,8 +290,10 @@ def tricky_app(tmp_path_factory, test_encoder, test_model_dir):
     index = open_index(str(path))
     index.create(test_encoder.dim, test_encoder.model_id, {"model": str(test_model_dir)})
     rng = np.random.default_rng(1)
+    TRICKY_VECTORS.clear()
+    TRICKY_VECTORS.update({pid: random_unit(rng, test_encoder.dim) for pid in locations})
     index.upsert([EmbeddedProduct(Product(pid, f"product {pid}", location, {"shelf": "A" if i % 2 else "B"}),
-                                  random_unit(rng, test_encoder.dim)) for i, (pid, location) in enumerate(locations.items())])
+                                  TRICKY_VECTORS[pid]) for i, (pid, location) in enumerate(locations.items())])
     index.close()
     service = open_service(str(path), image_roots=[str(images)])
     with AppServer(create_app(service)) as server:
@@ -318,6 +329,31 @@ def test_web_images_redirect_and_products_without_one_say_so(tricky_app):
     assert_error(requests.post(f"{url}/api/search", json={"like": "no-image"}, timeout=30), 422, "no image")
 
 
+def test_more_like_this_searches_with_the_stored_vector_not_the_photo(tricky_app):
+    """The stored vectors are random, unlike the photos (a kiwi each, or none that can be read): the
+    neighbours are those of the stored vector, which re-encoding any photo would not give."""
+    url, _ = tricky_app
+    for product_id in ("ok", "missing", "on-web", "symlink-out"):
+        response = requests.post(f"{url}/api/search", json={"like": product_id, "k": 5}, timeout=30)
+        assert response.status_code == 200, response.text
+        mine = TRICKY_VECTORS[product_id]
+        others = [other for other in TRICKY_VECTORS if other != product_id]
+        expected = sorted(others, key=lambda other: -float(TRICKY_VECTORS[other] @ mine))[:5]
+        hits = response.json()["hits"]
+        assert [hit["id"] for hit in hits] == expected
+        assert hits[0]["score"] == pytest.approx(float(TRICKY_VECTORS[expected[0]] @ mine), abs=1e-4)
+
+
+def test_a_filter_the_backend_cannot_apply_is_a_422_not_ignored(tricky_app):
+    url, _ = tricky_app
+    # The embedded index matches metadata as "field=value" tags: a field named "a=b" cannot be told apart.
+    response = requests.post(f"{url}/api/search", json={"like": "ok", "filter": {"shelf=A": "x"}}, timeout=30)
+    assert_error(response, 422, "cannot filter on 'shelf=A'")
+    # The same index applies the filters it can express.
+    shelf_a = requests.post(f"{url}/api/search", json={"like": "ok", "k": 20, "filter": "shelf=A"}, timeout=30).json()
+    assert shelf_a["hits"] and {hit["shelf"] for hit in shelf_a["hits"]} == {"A"}
+
+
 @pytest.fixture
 def aws_env(monkeypatch, moto_url):
     import boto3
@@ -342,7 +378,7 @@ def test_s3_images_redirect_to_a_presigned_url_that_serves_the_photo(tricky_app,
     assert "X-Amz-Signature=" in location or "Signature=" in location
     assert "X-Amz-Expires=900" in location or "Expires=" in location
     assert requests.get(location, timeout=30).content == photo
-    # more like this reads the product's photo from S3 and finds the other kiwis' neighbours
+    # more like this searches with the product's stored vector: its photo's place does not matter
     like = requests.post(f"{url}/api/search", json={"like": "on-s3", "k": 3}, timeout=30)
     assert like.status_code == 200 and "on-s3" not in [h["id"] for h in like.json()["hits"]]
 

@@ -51,7 +51,7 @@ def test_search_needs_exactly_one_of_query_and_image(small_index, extra):
 def test_hybrid_is_refused_for_images(small_index):
     result = run("search", "--index", small_index, "--image", GROCERY / "images" / "Kiwi.jpg", "--hybrid")
     assert result.exit_code == 2
-    assert error_line(result) == "Error: --hybrid is a text search on an embedded or OpenSearch index"
+    assert error_line(result) == "Error: --hybrid is a text search: give a QUERY, not --image"
 
 
 def test_hybrid_text_search_on_the_embedded_index_finds_the_title(small_index):
@@ -61,11 +61,41 @@ def test_hybrid_text_search_on_the_embedded_index_finds_the_title(small_index):
     assert json.loads(result.output[result.output.index("["):])[0]["id"] == "Granny-Smith"
 
 
+def test_hybrid_on_pgvector_is_refused_by_the_backend_not_run_without_keywords(small_catalogue, test_model_tar,
+                                                                              pg_dsn, pg_index_method):
+    location = f"{pg_dsn}?table=usage_hybrid&index_method={pg_index_method}"
+    indexed = run("index", "--catalogue", small_catalogue, "--index", location, "--model", test_model_tar)
+    assert indexed.exit_code == 0, indexed.output
+    try:
+        plain = run("search", "--index", location, "Granny Smith Apple", "--json")
+        assert plain.exit_code == 0, plain.output
+        result = run("search", "--index", location, "Granny Smith Apple", "--hybrid")
+        assert result.exit_code == 1
+        assert error_line(result) == ("Error: hybrid (keyword) search is not available on a pgvector index; use an "
+                                      "embedded or OpenSearch index, or search without it")
+    finally:
+        from clip_search.search.index import open_index
+
+        with open_index(location) as index:
+            index.drop()
+
+
+def test_the_api_form_of_a_filter_works_in_the_cli(small_index):
+    def ids(spec):
+        result = run("search", "--index", small_index, "apple", "--filter", spec, "--json")
+        assert result.exit_code == 0, result.output
+        return [hit["id"] for hit in json.loads(result.output[result.output.index("["):])]
+
+    assert ids("class_id=1") == ids("class_id:1") == ["Granny-Smith"]  # numbers compare as strings
+    assert ids("class_id:1:x") == []
+
+
 @pytest.mark.parametrize("spec", ["department", "=Fruit"])
 def test_a_malformed_filter_is_a_usage_error(small_index, spec):
     result = run("search", "--index", small_index, "apple", "--filter", spec)
     assert result.exit_code == 2
-    assert error_line(result) == f"Error: Invalid value for --filter: filter {spec!r} is not of the form field=value"
+    assert error_line(result) == (f"Error: Invalid value for '--filter': filter {spec!r} is not of the form "
+                                  "field=value (or field:value)")
 
 
 def test_match_title_finds_the_exact_title_and_match_image_does_not(small_index):

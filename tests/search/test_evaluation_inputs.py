@@ -31,8 +31,9 @@ def test_queries_text_image_relative_and_absolute_paths(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    ('{"text": "apple", "relevant": ["p1"]', "not a JSON object: "),
-    ('["apple", "p1"]', "not a JSON object"),
+    ('{"text": "apple", "relevant": ["p1"]', "not valid JSON ("),
+    ('["apple", "p1"]', "expected a JSON object per line"),
+    ('{"image": 7, "relevant": ["p1"]}', "`image` must be a non-empty string"),
     ('{"text": "apple", "relevant": []}', "query without `relevant` product ids"),
     ('{"title": "apple", "relevant": ["p1"]}', "a query needs `text` or `image`"),
 ])

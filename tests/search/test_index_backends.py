@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from clip_search.search.errors import ModelMismatchError
+from clip_search.search.errors import ModelMismatchError, UnsupportedQuery
 from clip_search.search.records import EmbeddedProduct, Product
 from tests.search.conftest import unit
 
@@ -108,6 +108,22 @@ def test_wrong_dimension_is_reported_per_product(index_at, vectors):
     assert index.count() == 2
 
 
+def test_a_list_valued_metadata_field_matches_any_of_its_items(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    items = products(vectors[:4])
+    for item, labels in zip(items, (["vegan", "organic"], ["organic"], [], "vegan"), strict=True):
+        item.product.metadata["labels"] = labels
+    index.upsert(items)
+    index.refresh()
+    def ids(**filters):
+        return sorted(hit.id for hit in index.search(vectors[0], k=10, filters=filters, fields=("image",)))
+    assert ids(labels="vegan") == ["p0", "p3"]
+    assert ids(labels=["organic"]) == ["p0", "p1"]
+    assert ids(labels="vegan", colour="blue") == ["p3"]
+    assert ids(labels='["organic"]') == []  # the list's JSON text is not one of its items
+
+
 def test_title_and_id_filters(index_at, vectors):
     """`--filter title=...` matches the exact title and `--filter id=...` the product ids, on every
     backend (OpenSearch: `title.raw` and `product_id`), also together with metadata filters."""
@@ -135,3 +151,57 @@ def test_k_hits_when_k_products_match_a_selective_filter(index_at, vectors):
     farthest = [f"p{i}" for i in np.argsort(vectors @ query)[:4]]
     hits = index.search(query, k=3, filters={"id": farthest}, fields=("image",))
     assert len(hits) == 3 and {hit.id for hit in hits} < set(farthest)
+
+
+def test_get_returns_the_stored_products_with_their_vectors(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    titles = np.roll(vectors, 1, axis=0)
+    stored = products(vectors, titles)
+    stored[3] = EmbeddedProduct(stored[3].product, None, titles[3])  # a product known by its title only
+    index.upsert(stored)
+    index.refresh()
+    got = index.get(["p5", "missing", "p3", "p5", "p12"])
+    assert [item.product.id for item in got] == ["p5", "p3", "p12"]  # the order asked, once each, unknown ids left out
+    p5, p3, p12 = got
+    assert p5.product.title == "blue shoe 5" and p5.product.image == "/img/5.jpg"
+    assert p5.product.metadata == {"colour": "blue", "size": 2}
+    np.testing.assert_allclose(p5.image_embedding, vectors[5], atol=1e-6)
+    np.testing.assert_allclose(p5.title_embedding, titles[5], atol=1e-6)
+    assert p5.image_embedding.dtype == np.float32
+    assert p3.image_embedding is None  # no image vector is not a zero vector
+    np.testing.assert_allclose(p3.title_embedding, titles[3], atol=1e-6)
+    # A stored vector searches back to its own product at cosine 1.
+    assert index.search(p12.image_embedding, k=1, fields=("image",))[0].id == "p12"
+    assert index.get([]) == [] and index.get(["nobody"]) == []
+
+
+def test_get_on_an_index_that_does_not_exist_finds_nothing(index_at):
+    assert index_at().get(["p1"]) == []
+
+
+def test_a_query_the_backend_cannot_run_is_refused_not_cut_short(index_at, vectors):
+    index = index_at()
+    index.ensure(DIM, "model-a")
+    index.upsert(products(vectors))
+    index.refresh()
+    with pytest.raises(UnsupportedQuery, match="cannot search by 'colour'"):
+        index.search(vectors[0], k=3, fields=("colour",))
+    with pytest.raises(UnsupportedQuery, match="cannot search by no field"):
+        index.search(vectors[0], k=3, fields=())
+    if index_at.kind == "pgvector":  # no keyword search: keywords are refused, not dropped
+        with pytest.raises(UnsupportedQuery, match="hybrid .keyword. search is not available on a pgvector index") as raised:
+            index.search(vectors[0], k=3, keywords="red")
+        assert raised.value.status_code == 422
+    else:
+        assert index.search(vectors[0], k=3, keywords="red")
+    # A word where the stored values are numbers: compared as strings (nothing matches) where the
+    # backend can, refused by OpenSearch, whose numeric field cannot take it; never ignored.
+    if index_at.kind.startswith("opensearch"):
+        with pytest.raises(UnsupportedQuery, match="cannot apply the filter size=big"):
+            index.search(vectors[0], k=3, filters={"size": "big"}, fields=("image",))
+    else:
+        assert index.search(vectors[0], k=3, filters={"size": "big"}, fields=("image",)) == []
+    if index_at.kind == "embedded":  # a tag "a=b=c" could not tell field a=b from field a
+        with pytest.raises(UnsupportedQuery, match="cannot filter on 'a=b'"):
+            index.search(vectors[0], k=3, filters={"a=b": "c"}, fields=("image",))

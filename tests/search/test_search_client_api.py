@@ -50,6 +50,9 @@ def test_a_filter_keeps_only_matching_products(client, products):
     hits = client.search_image(products[2].image, k=6, filters={"shelf": "1"})
     assert hits and all(hit.metadata["shelf"] == "1" for hit in hits)
     assert "p2" not in [hit.id for hit in hits]  # p2 is on shelf 0
+    # The library takes the CLI's and the API's spelling too: one grammar.
+    for spelled in (["shelf=1"], "shelf:1"):
+        assert [hit.id for hit in client.search_image(products[2].image, k=6, filters=spelled)] == [hit.id for hit in hits]
 
 
 def test_delete_returns_how_many_were_there(tmp_path, products, test_model_dir):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from clip_search.errors import BadRequest, PayloadTooLarge
-from clip_search.images import decode_image
+from clip_search.images import decode_base64, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -98,3 +98,24 @@ def test_pixel_limit_is_configurable(monkeypatch):
     monkeypatch.setenv("CLIP_SEARCH_MAX_IMAGE_PIXELS", "99")
     with pytest.raises(PayloadTooLarge):
         decode_image(encode(Image.new("RGB", (10, 10)), "PNG"))
+
+
+def test_decode_base64_takes_plain_base64_and_data_urls():
+    assert decode_base64("aGVsbG8=") == b"hello"
+    assert decode_base64("  data:image/jpeg;base64,aGVsbG8=\n") == b"hello"  # a browser's data: URL, blanks around
+
+
+@pytest.mark.parametrize("value, words", [
+    (5, "photo must be a base64 string, got int"),
+    (None, "photo must be a base64 string, got NoneType"),
+    ("***", "photo is not valid base64"),
+    ("aGVs bG8=", "photo is not valid base64"),  # blanks inside are not base64
+    ("data:image/png;base64,QUJD,QUJD", "photo is not valid base64"),
+    ("é", "photo is not valid base64"),
+    ("", "photo is empty"),
+    ("data:image/png;base64,", "photo is empty"),
+])
+def test_decode_base64_refuses_what_is_not_base64_naming_where(value, words):
+    with pytest.raises(BadRequest) as raised:
+        decode_base64(value, "photo")
+    assert raised.value.message.startswith(words)

@@ -114,3 +114,23 @@ def test_the_cli_refuses_a_bad_setting_with_one_line_and_exit_1(test_model_tar):
     assert result.exit_code == 1, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["Error: CLIP_SEARCH_MAX_BATCH_ITEMS='lots' is not valid: expected a whole number"], lines
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), (" YES ", True), ("On", True), (True, True), (1, True),
+    ("0", False), ("false", False), ("no", False), ("OFF", False), ("", False), ("  ", False), (False, False), (0, False),
+])
+def test_parse_bool_is_the_one_reading_of_yes_and_no(raw, expected):
+    assert settings.parse_bool(raw) is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "tru", "1.0", 2, 1.0, None, ["1"]])
+def test_parse_bool_refuses_anything_else_saying_what_it_takes(raw):
+    with pytest.raises(ValueError, match="^one of 1/0, true/false, yes/no, on/off$"):
+        settings.parse_bool(raw)
+
+
+def test_a_yes_no_variable_uses_it(monkeypatch):
+    assert settings.parse({"CLIP_SEARCH_JPEG_DRAFT": "off", "CLIP_SEARCH_DEBUG": "Yes"}).jpeg_draft is False
+    with pytest.raises(SettingsError, match="CLIP_SEARCH_DEBUG='sure' is not valid: expected one of 1/0, true/false"):
+        settings.parse({"CLIP_SEARCH_DEBUG": "sure"})

@@ -1,7 +1,7 @@
 """The search app over HTTP: Starlette routes on uvicorn, the page at `/`, Prometheus metrics.
 
   GET  /                           the search page (static HTML/CSS/JS, no CDN)
-  GET  /api/search?q=TEXT&k=10&filter=field:value&hybrid=1     (filter repeatable; like=ID also)
+  GET  /api/search?q=TEXT&k=10&filter=field:value&hybrid=1     (filter repeatable, field=value too; like=ID also)
   POST /api/search                 multipart `image` upload, or JSON {"text"} / {"image": base64} / {"like": ID}
   GET  /api/products/{id}          the product's title, image URL and metadata
   GET  /api/products/{id}/image    the product's photo (local file, or a redirect for s3:// and http(s)://)
@@ -36,14 +36,10 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from clip_search.app.service import (  # noqa: E402
-    Query,
-    SearchService,
-    UpstreamError,
-    decode_base64_image,
-    parse_filter_specs,
-    parse_k,
-)
+from clip_search.app.service import Query, SearchService, UpstreamError, parse_k  # noqa: E402
+from clip_search.images import decode_base64  # noqa: E402
+from clip_search.search.filters import parse_filters  # noqa: E402
+from clip_search.settings import parse_bool  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +62,6 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' https: http: data: blob:; style-
 ROUTE_KEY = "clip_search.route"  # the route template, for metrics labels
 PRODUCTS_PREFIX = "/api/products/"
 PRODUCT_ROUTE, PRODUCT_IMAGE_ROUTE = "/api/products/{id}", "/api/products/{id}/image"
-TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 class Metrics:
@@ -164,14 +159,11 @@ def _json_errors(endpoint):
 
 
 def _flag(raw, name: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    value = str(raw if raw is not None else "").strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise BadRequest(f"{name} must be 1 or 0, not {str(raw)[:20]!r}")
+    """A yes/no request parameter or JSON field, read as settings.parse_bool reads variables."""
+    try:
+        return parse_bool(False if raw is None else raw)
+    except ValueError as error:
+        raise BadRequest(f"{name} must be {error}, not {str(raw)[:20]!r}") from None
 
 
 def _product_path(request: Request) -> tuple[str, bool] | None:
@@ -222,145 +214,143 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _filters_from_json(value) -> dict:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        return parse_filter_specs([value])
-    if isinstance(value, list):
-        return parse_filter_specs(value)
-    if isinstance(value, dict):
-        out = {}
-        for name, values in value.items():
-            items = values if isinstance(values, list) else [values]
-            if not all(isinstance(item, (str, int, float, bool)) for item in items):
-                raise BadRequest(f"filter {name!r}: values must be strings or numbers")
-            out[str(name)] = [str(item) for item in items]
-        return out
-    raise BadRequest('"filter" must be "field:value", a list of them, or {"field": value}')
+# --- the routes: module-level functions; what they serve is on request.app.state (create_app) ----
+async def search(request: Request):
+    state = request.app.state
+    if request.method == "GET":
+        params = request.query_params
+        query = Query(text=params.get("q"), like=params.get("like") or None, k=parse_k(params.get("k")),
+                      filters=parse_filters(params.getlist("filter")), hybrid=_flag(params.get("hybrid"), "hybrid"))
+        if query.text is None and query.like is None:
+            raise BadRequest("give a text query: /api/search?q=TEXT (or like=PRODUCT_ID, or POST a photo)")
+    else:
+        query = await _query_from_body(request, state.max_upload_bytes)
+    answer = await run_in_threadpool(state.service.search, query, state.metrics.stage, _root(request))
+    if answer.get("query_path") == "neural":  # OpenSearch encoded the query (connected mode)
+        return FastJSONResponse(answer, headers={"Server-Timing": f"neural;dur={answer['took_ms']['neural']:.3f}"})
+    return FastJSONResponse(answer)
+
+
+async def _query_from_body(request: Request, limit: int) -> Query:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "multipart/form-data"):
+        raise UnsupportedMediaType(f"POST /api/search takes application/json or multipart/form-data, not "
+                                   f"{content_type or 'a body without Content-Type'}")
+    body = await read_body(request, limit)
+    if content_type == "application/json":
+        return _query_from_json(body)
+    form = await _form(request, body, limit)
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise BadRequest('the multipart body needs a file field named "image"')
+    media = (upload.content_type or "").split(";")[0].strip().lower()
+    if media and not media.startswith("image/") and media != "application/octet-stream":
+        raise UnsupportedMediaType(f"the upload is {media}, not an image (JPEG, PNG, WebP, ...)")
+    data = await upload.read()
+    return Query(image=data, k=parse_k(form.get("k")), filters=parse_filters(form.getlist("filter")))
+
+
+def _query_from_json(body: bytes) -> Query:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRequest(f"malformed JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest('the JSON body must be an object: {"text": ...}, {"image": base64} or {"like": id}')
+    unknown = set(payload) - {"text", "image", "like", "k", "filter", "filters", "hybrid"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}")
+    text, like = payload.get("text"), payload.get("like")
+    if text is not None and not isinstance(text, str):
+        raise BadRequest('"text" must be a string')
+    if like is not None and not isinstance(like, (str, int)):
+        raise BadRequest('"like" must be a product id')
+    image = decode_base64(payload["image"], '"image"') if payload.get("image") is not None else None
+    return Query(text=text, image=image, like=None if like is None else str(like), k=parse_k(payload.get("k")),
+                 filters=parse_filters(payload.get("filter", payload.get("filters"))),
+                 hybrid=_flag(payload.get("hybrid"), "hybrid"))
+
+
+async def _form(request: Request, body: bytes, limit: int):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, replay).form(max_files=1, max_fields=50, max_part_size=limit)
+    except HTTPException as error:  # Starlette's multipart parser: malformed body
+        raise BadRequest(f"malformed multipart body: {error.detail}") from None
+    except Exception as error:  # noqa: BLE001 - python-multipart errors on garbage
+        raise BadRequest(f"malformed multipart body: {error}") from None
+
+
+async def products(request: Request):
+    """/api/products/{id} and /api/products/{id}/image. The id is read from the raw path, so an
+    id with a slash (sent as %2F) is still one id; it is only ever looked up in the index."""
+    service = request.app.state.service
+    parts = _product_path(request)
+    if parts is None:
+        raise HTTPException(404)
+    product_id, want_image = parts
+    request.scope[ROUTE_KEY] = PRODUCT_IMAGE_ROUTE if want_image else PRODUCT_ROUTE
+    if not want_image:
+        return FastJSONResponse(await run_in_threadpool(service.product, product_id, _root(request)))
+    answer = await run_in_threadpool(service.product_image, product_id)
+    if answer.redirect:
+        return RedirectResponse(answer.redirect, status_code=307)
+    return FileResponse(answer.path, media_type=answer.media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def facets(request: Request):
+    return FastJSONResponse(await run_in_threadpool(request.app.state.service.facets))
+
+
+async def health(request: Request):
+    return FastJSONResponse(await run_in_threadpool(request.app.state.service.health))
+
+
+async def metrics_page(request: Request):
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def page(request: Request):
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+
+
+async def http_error(request: Request, error: HTTPException):
+    message = {404: f"no route {request.url.path[:200]}", 405: f"{request.method} is not allowed on "
+               f"{request.url.path[:200]}"}.get(error.status_code, str(error.detail))
+    response = error_response(error.status_code, message)
+    response.headers.update(error.headers or {})
+    return response
+
+
+def routes() -> list:
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/api/search", _json_errors(search), methods=["GET", "POST"]),
+        Route("/api/products/{rest:path}", _json_errors(products), methods=["GET"]),
+        Route("/api/facets", _json_errors(facets), methods=["GET"]),
+        Route("/healthz", _json_errors(health), methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
 
 
 def create_app(service: SearchService, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> Starlette:
+    """The app over `service`; the routes find it, the metrics and the upload limit on app.state."""
     metrics = Metrics()
-
-    async def search(request: Request):
-        if request.method == "GET":
-            params = request.query_params
-            query = Query(text=params.get("q"), like=params.get("like") or None, k=parse_k(params.get("k")),
-                          filters=parse_filter_specs(params.getlist("filter")),
-                          hybrid=_flag(params.get("hybrid"), "hybrid"))
-            if query.text is None and query.like is None:
-                raise BadRequest("give a text query: /api/search?q=TEXT (or like=PRODUCT_ID, or POST a photo)")
-        else:
-            query = await _query_from_body(request)
-        answer = await run_in_threadpool(service.search, query, metrics.stage, _root(request))
-        if answer.get("query_path") == "neural":  # OpenSearch encoded the query (connected mode)
-            return FastJSONResponse(answer, headers={"Server-Timing": f"neural;dur={answer['took_ms']['neural']:.3f}"})
-        return FastJSONResponse(answer)
-
-    async def _query_from_body(request: Request) -> Query:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in ("application/json", "multipart/form-data"):
-            raise UnsupportedMediaType(f"POST /api/search takes application/json or multipart/form-data, not "
-                                       f"{content_type or 'a body without Content-Type'}")
-        body = await read_body(request, max_upload_bytes)
-        if content_type == "application/json":
-            try:
-                payload = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise BadRequest(f"malformed JSON: {error}") from None
-            if not isinstance(payload, dict):
-                raise BadRequest('the JSON body must be an object: {"text": ...}, {"image": base64} or {"like": id}')
-            unknown = set(payload) - {"text", "image", "like", "k", "filter", "filters", "hybrid"}
-            if unknown:
-                raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}")
-            text, like = payload.get("text"), payload.get("like")
-            if text is not None and not isinstance(text, str):
-                raise BadRequest('"text" must be a string')
-            if like is not None and not isinstance(like, (str, int)):
-                raise BadRequest('"like" must be a product id')
-            image = decode_base64_image(payload["image"]) if payload.get("image") is not None else None
-            return Query(text=text, image=image, like=None if like is None else str(like), k=parse_k(payload.get("k")),
-                         filters=_filters_from_json(payload.get("filter", payload.get("filters"))),
-                         hybrid=_flag(payload.get("hybrid", False), "hybrid"))
-        form = await _form(request, body)
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise BadRequest('the multipart body needs a file field named "image"')
-        media = (upload.content_type or "").split(";")[0].strip().lower()
-        if media and not media.startswith("image/") and media != "application/octet-stream":
-            raise UnsupportedMediaType(f"the upload is {media}, not an image (JPEG, PNG, WebP, ...)")
-        data = await upload.read()
-        return Query(image=data, k=parse_k(form.get("k")), filters=parse_filter_specs(form.getlist("filter")))
-
-    async def _form(request: Request, body: bytes):
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            return await Request(request.scope, replay).form(max_files=1, max_fields=50, max_part_size=max_upload_bytes)
-        except HTTPException as error:  # Starlette's multipart parser: malformed body
-            raise BadRequest(f"malformed multipart body: {error.detail}") from None
-        except Exception as error:  # noqa: BLE001 - python-multipart errors on garbage
-            raise BadRequest(f"malformed multipart body: {error}") from None
-
-    async def products(request: Request):
-        """/api/products/{id} and /api/products/{id}/image. The id is read from the raw path, so an
-        id with a slash (sent as %2F) is still one id; it is only ever looked up in the index."""
-        parts = _product_path(request)
-        if parts is None:
-            raise HTTPException(404)
-        product_id, want_image = parts
-        request.scope[ROUTE_KEY] = PRODUCT_IMAGE_ROUTE if want_image else PRODUCT_ROUTE
-        if not want_image:
-            return FastJSONResponse(await run_in_threadpool(service.product, product_id, _root(request)))
-        answer = await run_in_threadpool(service.product_image, product_id)
-        if answer.redirect:
-            return RedirectResponse(answer.redirect, status_code=307)
-        return FileResponse(answer.path, media_type=answer.media_type, headers={"Cache-Control": "public, max-age=3600"})
-
-    async def facets(request: Request):
-        return FastJSONResponse(await run_in_threadpool(service.facets))
-
-    async def health(request: Request):
-        return FastJSONResponse(await run_in_threadpool(service.health))
-
-    async def metrics_page(request: Request):
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def page(request: Request):
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
-
-    async def http_error(request: Request, error: HTTPException):
-        message = {404: f"no route {request.url.path[:200]}", 405: f"{request.method} is not allowed on "
-                   f"{request.url.path[:200]}"}.get(error.status_code, str(error.detail))
-        response = error_response(error.status_code, message)
-        response.headers.update(error.headers or {})
-        return response
-
-    endpoints = {"search": _json_errors(search), "products": _json_errors(products), "facets": _json_errors(facets),
-                 "health": _json_errors(health), "metrics": metrics_page, "page": page}
-    static = StaticFiles(directory=STATIC)
-    routes = [
-        Route("/", endpoints["page"], methods=["GET"]),
-        Route("/api/search", endpoints["search"], methods=["GET", "POST"]),
-        Route("/api/products/{rest:path}", endpoints["products"], methods=["GET"]),
-        Route("/api/facets", endpoints["facets"], methods=["GET"]),
-        Route("/healthz", endpoints["health"], methods=["GET"]),
-        Route("/metrics", endpoints["metrics"], methods=["GET"]),
-        Mount("/static", static, name="static"),
-    ]
-    route_names = {route.endpoint if isinstance(route, Route) else route.app: route.path for route in routes}
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    table = routes()
+    route_names = {route.endpoint if isinstance(route, Route) else route.app: route.path for route in table}
+    app = Starlette(routes=table, exception_handlers={HTTPException: http_error})
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_names=route_names)
-    app.state.service, app.state.metrics = service, metrics
+    app.state.service, app.state.metrics, app.state.max_upload_bytes = service, metrics, int(max_upload_bytes)
     return app
 
 

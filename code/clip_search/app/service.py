@@ -1,11 +1,10 @@
 """What the search app does, without HTTP: search by text, photo or product, look products up, serve
-their images safely, and count facets. Routes (server.py) and the Lambda handler (aws.py) call this.
+their images safely, and count facets. The routes (server.py), also behind the Lambda handler (aws.py), call this.
 
 It works through the search layer's interfaces only (`SearchClient`, `VectorIndex`, `Embedder`), so
 every backend (embedded folder, OpenSearch, pgvector) and every encoder (in process, an endpoint, a
-SageMaker endpoint) serves the same API. A product is looked up by a search restricted to its id
-(`filters={"id": [...]}`, which every backend supports); "more like this" encodes the product's own
-photo again with the index's model, which gives its stored image embedding.
+SageMaker endpoint) serves the same API. A product is looked up `VectorIndex.get`, and "more like this" searches with the product's stored image vector (its
+photo is not read, nor encoded again).
 """
 from __future__ import annotations
 
@@ -25,9 +24,9 @@ import numpy as np
 from clip_search.errors import BadRequest, RequestError
 from clip_search.search.client import SearchClient
 from clip_search.search.errors import IndexNotFoundError
-from clip_search.search.filters import normalise_filters
+from clip_search.search.filters import parse_filters
 from clip_search.search.index import FIELDS, IMAGE
-from clip_search.search.records import Hit
+from clip_search.search.records import EmbeddedProduct, Hit
 
 logger = logging.getLogger(__name__)
 
@@ -88,19 +87,6 @@ def parse_k(raw) -> int:
     return k
 
 
-def parse_filter_specs(specs) -> dict[str, list[str]]:
-    """`field:value` strings (repeatable; values of one field are ORed, fields ANDed)."""
-    filters: dict[str, list[str]] = {}
-    for spec in specs or ():
-        if not isinstance(spec, str):
-            raise BadRequest("filter must be a string field:value")
-        name, sep, value = spec.partition(":")
-        if not sep or not name.strip():
-            raise BadRequest(f"filter {spec[:80]!r} is not of the form field:value")
-        filters.setdefault(name.strip(), []).append(value)
-    return filters
-
-
 class SearchService:
     def __init__(self, client: SearchClient, *, location: str | None = None, image_roots=None,
                  presign_seconds: int = 900, facet_scan: int = FACET_SCAN):
@@ -134,7 +120,7 @@ class SearchService:
         if len(given) != 1:
             raise BadRequest("give exactly one of a text query (q / text), an image, or like (a product id)"
                              + (f"; got {', '.join(given)}" if given else ""))
-        filters = normalise_filters(query.filters)
+        filters = parse_filters(query.filters)
         if self.neural and query.like is None:
             return self._search_neural(query, filters, on_stage, root_path)
         exclude = None
@@ -142,21 +128,18 @@ class SearchService:
         if query.text is not None:
             if not query.text.strip():
                 raise BadRequest("empty text query")
-            if query.hybrid and not self.supports_hybrid:
-                raise Unprocessable(f"hybrid=1 needs a backend with keyword search (OpenSearch); this index is "
-                                    f"{self.index.backend}")
-            vector = self._encode(lambda: self.embedder.encode_texts([query.text])[0])
             fields, keywords = FIELDS, (query.text if query.hybrid else None)
+            self.index.check_query(fields, keywords)  # the backend's refusal, before the encoder's work
+            vector = self._encode(lambda: self.embedder.encode_texts([query.text])[0])
         else:
             if query.hybrid:
                 raise Unprocessable("hybrid=1 is a text search")
+            fields, keywords = (IMAGE,), None
             if query.like is not None:
-                data = self._product_image_bytes(self.product_hit(query.like))
+                vector = self.stored_image_vector(query.like)
                 exclude = query.like
             else:
-                data = query.image
-            vector = self.encode_image(data)
-            fields, keywords = (IMAGE,), None
+                vector = self.encode_image(query.image)
         encoded = time.perf_counter()
         k = query.k + (1 if exclude is not None else 0)
         hits = self._search(vector, k, filters, fields, keywords)
@@ -201,10 +184,6 @@ class SearchService:
                 "took_ms": {"neural": round(took * 1000, 3)}, "model": self.model_id, "index": self.location,
                 "query_path": "neural"}
 
-    @property
-    def supports_hybrid(self) -> bool:
-        return bool(self.index.supports_hybrid)
-
     def encode_image(self, data: bytes) -> np.ndarray:
         """Decode with the encoder's own decode (400/413 for bad bytes), then encode. Through an
         endpoint the same decode checks the bytes here first, so a bad photo is a clear 400 too."""
@@ -227,11 +206,19 @@ class SearchService:
             raise UpstreamError(f"encoder failed: {error}") from None
 
     def _search(self, vector, k, filters, fields=FIELDS, keywords=None) -> list[Hit]:
-        from clip_search.search.errors import SearchError
+        return self._backend(lambda: self.index.search(np.asarray(vector, dtype=np.float32), k, filters,
+                                                       tuple(fields), keywords))
+
+    def _backend(self, call):
+        """One call into the index, one at a time: a query the backend refuses is the request's
+        fault (4xx, as the error says); any other failure of the backend is a 502."""
+        from clip_search.search.errors import QueryError, SearchError
 
         try:
             with self._lock:
-                return self.index.search(np.asarray(vector, dtype=np.float32), k, filters, tuple(fields), keywords)
+                return call()
+        except QueryError:
+            raise
         except SearchError as error:
             raise UpstreamError(f"search failed: {error}") from None
 
@@ -249,14 +236,25 @@ class SearchService:
         return out
 
     # --- products -------------------------------------------------------------------------------
-    def product_hit(self, product_id: str) -> Hit:
-        """The product with this id (a search restricted to the id), or a 404."""
-        probe = np.zeros(self.dim, dtype=np.float32)
-        probe[0] = 1.0
-        hits = self._search(probe, 1, {"id": [str(product_id)]})
-        if not hits or hits[0].id != str(product_id):
+    def stored(self, product_id: str) -> EmbeddedProduct:
+        """The product with this id as the index stores it, vectors included, or a 404."""
+        found = self._backend(lambda: self.index.get([str(product_id)]))
+        if not found:
             raise NotFound(f"no product with id {str(product_id)[:200]!r}")
-        return hits[0]
+        return found[0]
+
+    def product_hit(self, product_id: str) -> Hit:
+        product = self.stored(product_id).product
+        metadata = {**(product.metadata or {}), **({"image": product.image} if product.image else {})}
+        return Hit(product.id, float("nan"), product.title, metadata)
+
+    def stored_image_vector(self, product_id: str) -> np.ndarray:
+        """More like this: the product's stored image embedding (the index's own, not re-encoded)."""
+        stored = self.stored(product_id)
+        vector = stored.image_embedding
+        if vector is None or not stored.product.image:
+            raise Unprocessable(f"product {product_id!r} has no image to find more like it")
+        return vector
 
     def product(self, product_id: str, root_path: str = "") -> dict:
         return self.hit_json(self.product_hit(product_id), score=False, root_path=root_path)
@@ -288,23 +286,6 @@ class SearchService:
         if media_type is None:
             raise NotFound(f"the image of product {product_id!r} is not an image file")
         return ImageAnswer(path=path, media_type=media_type)
-
-    def _product_image_bytes(self, hit: Hit) -> bytes:
-        from clip_search import files
-
-        location = (hit.metadata or {}).get("image")
-        if not location:
-            raise Unprocessable(f"product {hit.id!r} has no image to find more like it")
-        location = str(location)
-        if files.scheme(location) == "file":
-            path = self.safe_local_path(location)
-            if path is None:
-                raise NotFound(f"the image of product {hit.id!r} is not available")
-            location = path
-        try:
-            return files.read_bytes(location)
-        except files.FileAccessError as error:
-            raise UpstreamError(f"cannot read the image of product {hit.id!r}: {error}") from None
 
     # --- local files: only inside the catalogue's folders ---------------------------------------
     @staticmethod
@@ -425,20 +406,5 @@ def _sniff_image(path: str) -> str | None:
         return None
 
 
-def decode_base64_image(value) -> bytes:
-    import base64
-    import binascii
-
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest('"image" must be a base64 string')
-    text = value.strip()
-    if text.startswith("data:") and "," in text:  # a data: URL from a browser
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest('"image" is not valid base64') from None
-
-
 __all__ = ["SearchService", "Query", "ImageAnswer", "NotFound", "Unprocessable", "UpstreamError", "MAX_K",
-           "parse_k", "parse_filter_specs", "decode_base64_image", "image_url"]
+           "parse_k", "image_url"]

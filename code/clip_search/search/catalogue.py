@@ -83,7 +83,7 @@ def read_catalogue(path, encoding: str | None = None) -> Iterator[Product]:
         raise CatalogueError(f"catalogue {path} not found")
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     if name.endswith((".jsonl", ".json", ".ndjson")):
-        rows = _jsonl_rows(path, encoding)
+        rows = read_jsonl(path, encoding)
     elif name.endswith(".csv"):
         rows = _csv_rows(path, encoding)
     else:
@@ -98,7 +98,11 @@ def read_catalogue(path, encoding: str | None = None) -> Iterator[Product]:
         yield product
 
 
-def _jsonl_rows(path: Path, encoding: str | None = None):
+def read_jsonl(path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file (optionally .gz, in
+    `encoding`, default UTF-8): the one reader of catalogues, ABO listings and evaluation queries.
+    A line that is not a JSON object is a CatalogueError naming the file and the line."""
+    path = Path(path)
     with _open_text(path, encoding) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -159,7 +163,7 @@ def read_abo(listings, images_csv, image_root, language: str = "en_US") -> Itera
         image_paths = {row["image_id"]: row["path"] for row in csv.DictReader(handle)}
     root = str(image_root).rstrip("/")
     for file in files:
-        for _, row in _jsonl_rows(Path(file)):
+        for _, row in read_jsonl(file):
             name = _localised(row.get("item_name"), language)
             path = image_paths.get(row.get("main_image_id"))
             if not name or not path:

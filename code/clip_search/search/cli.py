@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from clip_search.search.errors import IndexNotFoundError, SearchError
+from clip_search.search.errors import IndexNotFoundError, QueryError, SearchError
 from clip_search.search.filters import parse_filters
 
 MODEL_ENV, ENDPOINT_ENV = "CLIP_SEARCH_MODEL", "CLIP_SEARCH_ENDPOINT"
@@ -24,21 +24,9 @@ def _encoder_options(function):
 
 
 def _client(index: str, model: str | None, endpoint: str | None, need_encoder: bool = True):
-    from clip_search.search.client import SearchClient
-    from clip_search.search.embeddings import embedder_for
+    from clip_search.search.client import open_client
 
-    client = SearchClient(index)
-    if model or endpoint:
-        client.embedder = embedder_for(model, endpoint)
-    elif need_encoder:
-        info = client.index.info()
-        if info is None:
-            raise IndexNotFoundError(f"no index at {index}: build it with `clip-search index`")
-        spec = info.extra.get("encoder") or {}
-        if not spec:
-            raise SearchError(f"no encoder recorded for {index}: pass --model or --endpoint")
-        client.embedder = embedder_for(spec.get("model"), spec.get("endpoint"))
-    return client
+    return open_client(index, model, endpoint, need_encoder=need_encoder)
 
 
 def _neural_hits(location, query_path, encoder_given, text, image, k, filters, fields, hybrid):
@@ -60,13 +48,19 @@ def _neural_hits(location, query_path, encoder_given, text, image, k, filters, f
                 raise click.UsageError(f"--query-path neural: {location} is not connected "
                                        "(run `clip-search opensearch connect`)")
             return None
-        if hybrid and image:
-            raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
         if image:
             from clip_search.search.catalogue import load_image_bytes
 
             return index.search_neural(image=load_image_bytes(image), k=k, filters=filters, fields=("image",))
         return index.search_neural(text=text, k=k, filters=filters, fields=fields, keywords=text if hybrid else None)
+
+
+def _filters(ctx, param, specs) -> dict[str, list[str]]:
+    """--filter through the library's one filter grammar; its error becomes click's usage error."""
+    try:
+        return parse_filters(specs)
+    except QueryError as error:
+        raise click.BadParameter(error.message) from None
 
 
 @click.command()
@@ -121,7 +115,8 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
 @click.option("--index", "index_location", required=True, help="Folder, OpenSearch URL (…/INDEX_NAME) or postgresql:// DSN.")
 @click.option("--image", type=click.Path(dir_okay=False), help="Search by this photo instead of text.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat to combine.")
+@click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE", callback=_filters,
+              help="Metadata filter FIELD=VALUE (or FIELD:VALUE); repeat to combine (docs/search.md, Filters).")
 @click.option("--match", type=click.Choice(["both", "image", "title"]), default="both", show_default=True,
               help="Text queries: match product images, titles, or the better of the two.")
 @click.option("--hybrid", is_flag=True, help="Text queries: rank by keyword match on the title fused with vector "
@@ -136,18 +131,17 @@ def search(query, index_location, image, k, filters, match, hybrid, as_json, que
     """Search INDEX by text (QUERY) or by photo (--image). Scores are cosine similarities."""
     if bool(query) == bool(image):
         raise click.UsageError('give a text QUERY or --image PATH (one of them)')
-    parsed = parse_filters(filters)
+    if hybrid and image:  # an index without keyword search refuses --hybrid itself
+        raise click.UsageError("--hybrid is a text search: give a QUERY, not --image")
     fields = ("image", "title") if match == "both" else (match,)
-    hits = _neural_hits(index_location, query_path, bool(model or endpoint), query, image, k, parsed, fields, hybrid)
+    hits = _neural_hits(index_location, query_path, bool(model or endpoint), query, image, k, filters, fields, hybrid)
     path = "client" if hits is None else "neural"
     if hits is None:
         with _client(index_location, model, endpoint) as client:
-            if hybrid and (image or not client.index.supports_hybrid):
-                raise click.UsageError("--hybrid is a text search on an embedded or OpenSearch index")
             if image:
-                hits = client.search_image(image, k=k, filters=parsed)
+                hits = client.search_image(image, k=k, filters=filters)
             else:
-                hits = client.search_text(query, k=k, filters=parsed, fields=fields, hybrid=hybrid)
+                hits = client.search_text(query, k=k, filters=filters, fields=fields, hybrid=hybrid)
     if as_json:
         click.echo(json.dumps([{**hit.to_json(), "query_path": path} for hit in hits], ensure_ascii=False, indent=2))
         return

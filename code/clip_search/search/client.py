@@ -2,7 +2,7 @@
 
     client = SearchClient("products-index/", model="model.tar.gz")
     client.index_catalogue("products.jsonl")
-    client.search_text("red running shoes", k=10, filters={"brand": "Acme"})
+    client.search_text("red running shoes", k=10, filters={"brand": "Acme"})  # or filters=["brand=Acme"]
     client.search_image("photo.jpg")
 
 Reader -> encoder -> writer, in batches, with a progress bar: images are read and encoded a batch at
@@ -19,7 +19,7 @@ from clip_search.errors import ClipSearchError
 from clip_search.search.catalogue import load_image_bytes, read_catalogue
 from clip_search.search.embeddings import Embedder, embedder_for
 from clip_search.search.errors import IndexNotFoundError, SearchError
-from clip_search.search.filters import normalise_filters
+from clip_search.search.filters import parse_filters
 from clip_search.search.index import FIELDS, IMAGE, TITLE, UpsertReport, VectorIndex, open_index
 from clip_search.search.records import Hit, Product
 
@@ -53,6 +53,29 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def open_client(index: str, model: str | None = None, endpoint: str | None = None, *,
+                need_encoder: bool = True) -> "SearchClient":
+    """A client for INDEX that encodes queries with `model` or `endpoint` when one is given, else
+    with the encoder the index recorded when it was built (`clip-search search`/`eval`/`app` and the
+    Lambda handler). need_encoder=False: no recorded encoder is looked up (indexing brings its own)."""
+    client = SearchClient(index)
+    try:
+        if model or endpoint:
+            client.embedder = embedder_for(model, endpoint)
+        elif need_encoder:
+            info = client.index.info()
+            if info is None:
+                raise IndexNotFoundError(f"no index at {index}: build it with `clip-search index`")
+            spec = info.extra.get("encoder") or {}
+            if not spec:
+                raise SearchError(f"no encoder recorded for {index}: pass --model or --endpoint")
+            client.embedder = embedder_for(spec.get("model"), spec.get("endpoint"))
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 class SearchClient:
@@ -200,7 +223,7 @@ class SearchClient:
         return embedder
 
     def search_vector(self, vector, k: int = 10, filters=None, fields=FIELDS, keywords=None) -> list[Hit]:
-        return self.index.search(np.asarray(vector, dtype=np.float32), k, normalise_filters(filters), tuple(fields), keywords)
+        return self.index.search(np.asarray(vector, dtype=np.float32), k, parse_filters(filters), tuple(fields), keywords)
 
     def search_text(self, text: str, k: int = 10, filters=None, fields=FIELDS, hybrid: bool = False) -> list[Hit]:
         """Text -> product by its image or its title embedding (the better of the two counts)."""
@@ -241,4 +264,4 @@ class SearchClient:
         return self.search_vector(vector, k, filters, fields)
 
 
-__all__ = ["SearchClient", "Hit", "Product", "IMAGE", "TITLE", "FIELDS"]
+__all__ = ["SearchClient", "open_client", "Hit", "Product", "IMAGE", "TITLE", "FIELDS"]

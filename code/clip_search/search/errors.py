@@ -1,5 +1,7 @@
 """Errors the search layer raises; the CLI turns them into one clear line and a non-zero exit."""
-from clip_search.errors import ClipSearchError
+from http import HTTPStatus
+
+from clip_search.errors import BadRequest, ClipSearchError
 
 
 class SearchError(ClipSearchError):
@@ -30,3 +32,14 @@ class CatalogueError(SearchError):
 
 class EncodingError(SearchError):
     pass
+
+
+class QueryError(SearchError, BadRequest):
+    """The query itself is wrong (a malformed filter): the CLI's `Error:` line, the app's 400."""
+
+
+class UnsupportedQuery(QueryError):
+    """A well-formed query this backend cannot run as asked (keywords on pgvector, a filter it
+    cannot express): refused, never run without the part it cannot do. The app answers 422."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY

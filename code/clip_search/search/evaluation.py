@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clip_search.errors import ClipSearchError
-from clip_search.search.catalogue import load_image_bytes
+from clip_search.search.catalogue import load_image_bytes, read_jsonl
 from clip_search.search.errors import CatalogueError, SearchError
 
 KS = (1, 5, 10)
@@ -109,29 +109,20 @@ def _figure(value: float) -> float | None:
 def read_queries(path) -> list[Query]:
     path = Path(path)
     queries = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                raise CatalogueError(f"{path}:{number}: not a JSON object: {error}") from None
-            if not isinstance(row, dict):
-                raise CatalogueError(f"{path}:{number}: not a JSON object")
-            relevant = row.get("relevant")
-            if not relevant:
-                raise CatalogueError(f"{path}:{number}: query without `relevant` product ids")
-            relevant = {str(r) for r in (relevant if isinstance(relevant, list) else [relevant])}
-            if "text" in row:
-                queries.append(Query("text", row["text"], relevant, row["text"]))
-            elif "image" in row:
-                image = row["image"]
-                if "://" not in image and not Path(image).is_absolute():
-                    image = str(path.parent / image)
-                queries.append(Query("image", image, relevant, image))
-            else:
-                raise CatalogueError(f"{path}:{number}: a query needs `text` or `image`")
+    for number, row in read_jsonl(path):
+        relevant = row.get("relevant")
+        if not relevant:
+            raise CatalogueError(f"{path}:{number}: query without `relevant` product ids")
+        relevant = {str(r) for r in (relevant if isinstance(relevant, list) else [relevant])}
+        kind = next((kind for kind in KINDS if kind in row), None)
+        if kind is None:
+            raise CatalogueError(f"{path}:{number}: a query needs `text` or `image`")
+        value = row[kind]
+        if not isinstance(value, str) or not value.strip():
+            raise CatalogueError(f"{path}:{number}: `{kind}` must be a non-empty string")
+        if kind == "image" and "://" not in value and not Path(value).is_absolute():
+            value = str(path.parent / value)
+        queries.append(Query(kind, value, relevant, value))
     return queries
 
 

@@ -1,23 +1,58 @@
-"""Metadata filters: `--filter field=value` (repeatable; values of one field are ORed, fields ANDed)."""
-import click
+"""Metadata filters, one grammar for the CLI (`--filter`), the HTTP API (`filter=`) and the page.
+
+A filter is `FIELD=VALUE` or `FIELD:VALUE`: the first `=` or `:` ends the field name (blanks around
+it are dropped), everything after it is the value, kept as typed (`size=a=b` is size "a=b",
+`category:Juice:Orange` is category "Juice:Orange"). Repeat filters to combine them: values of one
+field are ORed, fields ANDed. JSON bodies may also give {"field": value or [values]}. Values compare
+as strings. docs/search.md ("Filters") is the user's description of this.
+"""
+from clip_search.search.errors import QueryError, UnsupportedQuery
+
+SEPARATORS = "=:"
+FORM = "field=value (or field:value)"
 
 
-def parse_filters(specs) -> dict[str, list[str]]:
+def parse_filter(spec) -> tuple[str, str]:
+    """`FIELD=VALUE` or `FIELD:VALUE` -> (field, value); QueryError names the spec otherwise."""
+    if not isinstance(spec, str):
+        raise QueryError(f"a filter must be a string {FORM}, not {type(spec).__name__}")
+    cut = min((at for at in (spec.find(sep) for sep in SEPARATORS) if at >= 0), default=-1)
+    field = spec[:cut].strip() if cut >= 0 else ""
+    if not field:
+        raise QueryError(f"filter {spec[:80]!r} is not of the form {FORM}")
+    return field, spec[cut + 1:]
+
+
+def parse_filters(value) -> dict[str, list[str]]:
+    """Filters as users give them -> {field: [values]}: a spec, a list of specs (the CLI's repeated
+    --filter, the API's repeated filter=), or a JSON object {field: value or [values]}."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return normalise_filters(value)
+    specs = [value] if isinstance(value, str) else value
+    if not isinstance(specs, (list, tuple)):
+        raise QueryError(f'a filter must be {FORM}, a list of them, or {{"field": value}}')
     filters: dict[str, list[str]] = {}
-    for spec in specs or ():
-        field, sep, value = spec.partition("=")
-        if not sep or not field.strip():
-            raise click.BadParameter(f"filter {spec!r} is not of the form field=value", param_hint="--filter")
-        filters.setdefault(field.strip(), []).append(value)
+    for spec in specs:
+        field, text = parse_filter(spec)
+        filters.setdefault(field, []).append(text)
     return filters
 
 
+SCALARS = (str, int, float, bool)
+
+
 def normalise_filters(filters) -> dict[str, list[str]]:
-    """Accept {"field": "value"} or {"field": ["a", "b"]}; values compare as strings."""
+    """{"field": "value"} or {"field": ["a", "b"]} -> {field: [values as strings]}."""
     out = {}
     for field, value in (filters or {}).items():
-        values = value if isinstance(value, (list, tuple, set)) else [value]
-        out[field] = [str(v) for v in values]
+        values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        if not isinstance(field, str) or not field.strip():
+            raise QueryError(f"filter field {field!r} must be a non-empty name")
+        if not all(isinstance(item, SCALARS) for item in values):
+            raise QueryError(f"filter {field!r}: values must be strings or numbers")
+        out[field] = [str(item) for item in values]
     return out
 
 
@@ -37,6 +72,8 @@ def to_lance_where(filters: dict[str, list[str]], tags_column: str = "tags") -> 
     for field, values in filters.items():
         if not values:
             return "false"
+        if "=" in field:  # the tag "a=b=c" would also match field "a" with value "b=c"
+            raise UnsupportedQuery(f"the embedded index cannot filter on {field!r}: a field name with '=' in it")
         if field in COLUMN_FIELDS:
             clauses.append(f"{field} IN ({', '.join(quote(v) for v in values)})")
         else:

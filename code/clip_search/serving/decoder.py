@@ -3,8 +3,6 @@
 Images stay as bytes here; they are decoded in the batch step (batch.py), where a bad image in a
 JSON Lines batch becomes that record's error instead of failing the whole batch.
 """
-import base64
-import binascii
 import codecs
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +12,7 @@ import orjson
 from clip_search import content_types as ct
 from clip_search import settings
 from clip_search.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from clip_search.images import decode_base64
 
 MAX_ITEMS_ENV = "CLIP_SEARCH_MAX_BATCH_ITEMS"
 
@@ -111,20 +110,6 @@ def _text(value, where: str) -> str:
     return value
 
 
-def _image(value, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise BadRequest(f"{where} must be a base64 string, got {type(value).__name__}")
-    if value.startswith("data:") and "," in value:  # tolerate data URIs from browsers
-        value = value.split(",", 1)[1]
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise BadRequest(f"{where} is not valid base64: {error}") from error
-    if not data:
-        raise BadRequest(f"{where} is empty")
-    return data
-
-
 def _list(value, where: str) -> list:
     if not isinstance(value, list):
         raise BadRequest(f"{where} must be a list, got {type(value).__name__}")
@@ -149,10 +134,10 @@ def _json_records(payload) -> list[Record]:
     if key == "text":
         return [Record(text=_text(value, "text"))]
     if key == "image":
-        return [Record(image=_image(value, "image"))]
+        return [Record(image=decode_base64(value, "image"))]
     items = _list(value, key)
     if key == "images":
-        return [Record(image=_image(item, f"images[{i}]")) for i, item in enumerate(items)]
+        return [Record(image=decode_base64(item, f"images[{i}]")) for i, item in enumerate(items)]
     return [Record(text=_text(item, f"{key}[{i}]")) for i, item in enumerate(items)]
 
 
@@ -180,7 +165,7 @@ def _jsonlines_record(line: bytes, number: int) -> Record:
     try:
         if has_text:
             return Record(id=record_id, text=_text(payload["text"], f"{where}: text"))
-        return Record(id=record_id, image=_image(payload["image"], f"{where}: image"))
+        return Record(id=record_id, image=decode_base64(payload["image"], f"{where}: image"))
     except BadRequest as error:
         return Record(id=record_id, error=error.message)
 
@@ -206,5 +191,5 @@ def _ml_commons_request(payload) -> EncodeRequest:
     if "inputText" in given:
         records.append(Record(text=_text(given["inputText"], "inputText")))
     if "inputImage" in given:
-        records.append(Record(image=_image(given["inputImage"], "inputImage")))
+        records.append(Record(image=decode_base64(given["inputImage"], "inputImage")))
     return EncodeRequest(records, combine=len(records) > 1)

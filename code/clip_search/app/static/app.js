@@ -326,9 +326,10 @@
     kSelect.value = String(state.k);
     state.filters = {};
     params.getAll("filter").forEach(function (spec) {
-      var at = spec.indexOf(":");
-      if (at <= 0) return;
-      var field = spec.slice(0, at), value = spec.slice(at + 1);
+      // The API's one grammar (docs/search.md, Filters): the first "=" or ":" ends the field name.
+      var at = spec.search(/[=:]/);
+      var field = at > 0 ? spec.slice(0, at).trim() : "", value = spec.slice(at + 1);
+      if (!field) return;
       (state.filters[field] = state.filters[field] || []).push(value);
     });
     input.value = state.text;

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from clip_search.search.errors import ModelMismatchError
+from clip_search.search.errors import ModelMismatchError, UnsupportedQuery
 from clip_search.search.records import EmbeddedProduct, Hit
 
 IMAGE, TITLE = "image", "title"
@@ -68,6 +68,22 @@ class VectorIndex(ABC):
         """Top-k products by cosine similarity of `vector` to any of `fields`' embeddings (the best
         field counts), restricted to `filters` ({field: [values]}). `keywords` asks backends that
         support it for a hybrid keyword + vector ranking."""
+
+    @abstractmethod
+    def get(self, ids: Iterable[str]) -> list[EmbeddedProduct]:
+        """The stored products with these ids and their stored vectors (None for a field the product
+        has no embedding of), in the order asked, each once; ids not in the index are left out."""
+
+    def check_query(self, fields: tuple, keywords: str | None = None) -> None:
+        """Refuse (UnsupportedQuery) a search this backend cannot run as asked, instead of running
+        part of it: keywords without hybrid search, a field that is not an embedding field."""
+        unknown = [field for field in fields if field not in FIELDS]
+        if unknown or not fields:
+            raise UnsupportedQuery(f"cannot search by {', '.join(map(repr, unknown)) or 'no field'}: the "
+                                   f"embedding fields are {', '.join(FIELDS)}")
+        if keywords is not None and not self.supports_hybrid:
+            raise UnsupportedQuery(f"hybrid (keyword) search is not available on a {self.backend} index; use an "
+                                   "embedded or OpenSearch index, or search without it")
 
     @abstractmethod
     def delete(self, ids: Iterable[str]) -> int:

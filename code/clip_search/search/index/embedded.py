@@ -34,7 +34,7 @@ import orjson
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters, quote, to_lance_where
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
-from clip_search.search.records import EmbeddedProduct, Hit
+from clip_search.search.records import EmbeddedProduct, Hit, Product
 
 FORMAT_VERSION = 2
 TABLE = "products"
@@ -430,8 +430,23 @@ class EmbeddedIndex(VectorIndex):
             self._commit(lambda: self._table.optimize(cleanup_older_than=timedelta(hours=1)))
 
     # --- reads -------------------------------------------------------------------------------
+    def get(self, ids) -> list[EmbeddedProduct]:
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if self._table is None or not ids:
+            return []
+        self.flush()
+        found = {}
+        columns = ["id", "title", "image", "metadata", *VECTOR.values(), *HAS.values()]
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            where = f"id IN ({', '.join(quote(i) for i in chunk)})"
+            for row in self._table.search().where(where).select(columns).limit(len(chunk)).to_arrow().to_pylist():
+                found[row["id"]] = row
+        return [_stored(found[i]) for i in ids if i in found]
+
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
+        self.check_query(fields, keywords)
         query = as_query_vector(vector, self.dim)
         if self._table is None:
             return []
@@ -529,6 +544,12 @@ def _hit(row: dict, score: float) -> Hit:
     if row.get("image"):
         extra.setdefault("image", row["image"])
     return Hit(row["id"], score, row.get("title") or "", extra)
+
+
+def _stored(row: dict) -> EmbeddedProduct:
+    vectors = [np.asarray(row[VECTOR[field]], np.float32) if row[HAS[field]] else None for field in FIELDS]
+    product = Product(row["id"], row.get("title") or "", row.get("image"), json.loads(row.get("metadata") or "{}"))
+    return EmbeddedProduct(product, *vectors)
 
 
 def _storage_options(location: str) -> dict:

@@ -35,11 +35,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from clip_search.search.errors import IndexNotFoundError, SearchError
+from clip_search.search.errors import IndexNotFoundError, SearchError, UnsupportedQuery
 from clip_search.search.filters import normalise_filters
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
-from clip_search.search.records import EmbeddedProduct, Hit
+from clip_search.search.records import EmbeddedProduct, Hit, Product
 from clip_search.search.scores import cosine_from_opensearch
+from clip_search.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,17 @@ HYBRID_PIPELINE = "clip-search-hybrid"
 HYBRID_WEIGHTS = (0.3, 0.7)  # keyword match, vector similarity
 # The API specification declares `_bulk` bodies as NDJSON; opensearch-py sends application/json unless told.
 BULK_HEADERS = {"Content-Type": "application/x-ndjson"}
+GET_CHUNK = 1000  # ids per terms query in get()
 AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value).strip().lower() not in ("0", "false", "no", "off")
+def _reason(error) -> str:
+    """The cluster's own reason for refusing a request (the innermost root cause), else the error."""
+    info = getattr(error, "info", None)
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        causes = info["error"].get("root_cause") or [info["error"]]
+        return str(causes[0].get("reason") or info["error"].get("reason") or error)
+    return str(error)
 
 
 def build_client(url: str, timeout: float = 60):
@@ -70,7 +77,7 @@ def build_client(url: str, timeout: float = 60):
     options = {"hosts": [{"host": parts.hostname, "port": port}], "use_ssl": use_ssl, "timeout": timeout,
                "http_compress": True}
     if use_ssl:
-        verify = _truthy(os.environ.get("OPENSEARCH_VERIFY_CERTS", "true"))
+        verify = _verify_certs()
         options["verify_certs"] = verify
         if not verify:
             logger.warning("TLS CERTIFICATE VERIFICATION IS OFF for %s (OPENSEARCH_VERIFY_CERTS=false)", parts.hostname)
@@ -86,6 +93,18 @@ def build_client(url: str, timeout: float = 60):
     elif auth_mode == "sigv4" or (aws_host and auth_mode != "none"):
         options["http_auth"] = _sigv4_auth(aws_host)
     return OpenSearch(**options)
+
+
+def _verify_certs() -> bool:
+    """OPENSEARCH_VERIFY_CERTS: on unless set to a false word; unset or empty keeps it on (it is
+    never turned off by accident), and a value that is neither is refused."""
+    raw = os.environ.get("OPENSEARCH_VERIFY_CERTS", "")
+    if not raw.strip():
+        return True
+    try:
+        return parse_bool(raw)
+    except ValueError as error:
+        raise SearchError(f"OPENSEARCH_VERIFY_CERTS={raw!r} is not valid: expected {error}") from None
 
 
 def is_serverless(url: str) -> bool:
@@ -309,8 +328,35 @@ class OpenSearchIndex(VectorIndex):
             clause["filter"] = filter_query  # efficient filtering: top k among the matching products
         return {"knn": {VECTOR_FIELDS[field]: clause}}
 
+    def get(self, ids) -> list[EmbeddedProduct]:
+        """By `product_id` (a terms query), which Serverless documents carry as well as the others."""
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids or self.info() is None:
+            return []
+        found = {}
+        for start in range(0, len(ids), GET_CHUNK):
+            chunk = ids[start:start + GET_CHUNK]
+            body = {"size": len(chunk), "query": {"terms": {"product_id": chunk}}}
+            try:
+                response = self.client.search(index=self.name, body=body)
+            except Exception as error:
+                raise SearchError(f"OpenSearch {self.location}: reading products: {error}") from None
+            for hit in response["hits"]["hits"]:
+                source = hit["_source"]
+                found[str(source.get("product_id", hit["_id"]))] = source
+        out = []
+        for product_id in ids:
+            if product_id in found:
+                source = found[product_id]
+                vectors = [None if source.get(VECTOR_FIELDS[f]) is None else np.asarray(source[VECTOR_FIELDS[f]], np.float32)
+                           for f in FIELDS]
+                product = Product(product_id, source.get("title") or "", source.get("image"), dict(source.get("metadata") or {}))
+                out.append(EmbeddedProduct(product, *vectors))
+        return out
+
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
+        self.check_query(fields, keywords)
         info = self.info()
         if info is None:
             raise IndexNotFoundError(f"no OpenSearch index {self.name} at {self.location}")
@@ -369,6 +415,12 @@ class OpenSearchIndex(VectorIndex):
         try:
             response = self.client.search(index=self.name, body=body, params=params)
         except Exception as error:
+            if filter_query is not None and getattr(error, "status_code", None) == 400:
+                # The cluster refused the query, and what the user chose in it is the filter: e.g. a
+                # value that cannot be compared with a numeric or boolean field.
+                shown = ", ".join(f"{f}={v}" for f, values in normalise_filters(filters).items() for v in values)
+                raise UnsupportedQuery(f"OpenSearch {self.location} cannot apply the filter {shown}: "
+                                       f"{_reason(error)}") from None
             raise SearchError(f"OpenSearch search on {self.location} failed: {error}") from None
         hits = []
         for hit in response["hits"]["hits"]:

@@ -5,7 +5,7 @@ product id, so upserts are `INSERT ... ON CONFLICT`), title, image, metadata (js
 `vector(dim)` column per embedding field, each with an HNSW index on cosine distance
 (`vector_cosine_ops`). pgvector's `<=>` is the cosine distance 1 - cos; we report 1 - distance.
 `?index_method=ivfflat` picks an IVFFlat index instead, `none` an exact scan (for
-pgvector builds whose index code cannot run on the CPU at hand, see docs/search.md). Filters are `metadata->>field = ANY(values)`; `hnsw.iterative_scan` (pgvector >= 0.8) keeps scanning
+pgvector builds whose index code cannot run on the CPU at hand, see docs/search.md). Filters are `metadata->>field = ANY(values)` (or an item of a list value); `hnsw.iterative_scan` (pgvector >= 0.8) keeps scanning
 the graph until enough rows pass them. Which model built the index is kept in `clip_search_indexes`.
 """
 import json
@@ -13,10 +13,12 @@ import re
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
+
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import normalise_filters
 from clip_search.search.index.base import FIELDS, IndexInfo, UpsertReport, VectorIndex, as_query_vector
-from clip_search.search.records import EmbeddedProduct, Hit
+from clip_search.search.records import EmbeddedProduct, Hit, Product
 from clip_search.search.scores import cosine_from_pgvector_distance
 
 DEFAULT_TABLE = "clip_search_products"
@@ -176,10 +178,28 @@ class PgvectorIndex(VectorIndex):
         return cursor.rowcount
 
     # --- reads -------------------------------------------------------------------------------
+    def get(self, ids) -> list[EmbeddedProduct]:
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids or self.info() is None:
+            return []
+        self._register()
+        rows = self.connection.execute(self._sql(
+            "SELECT id, title, image, metadata, image_embedding, title_embedding FROM {table} WHERE id = ANY(%s)"),
+            (ids,)).fetchall()
+        found = {row[0]: row for row in rows}
+        out = []
+        for product_id in ids:
+            if product_id in found:
+                _, title, image, metadata, *vectors = found[product_id]
+                vectors = [None if v is None else np.asarray(v.to_numpy(), np.float32) for v in vectors]  # pgvector's Vector
+                out.append(EmbeddedProduct(Product(product_id, title or "", image, dict(metadata or {})), *vectors))
+        return out
+
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
         from psycopg import sql
 
+        self.check_query(fields, keywords)
         info = self.info()
         if info is None:
             raise IndexNotFoundError(f"no pgvector index {self.table} at {self.location}")
@@ -189,9 +209,12 @@ class PgvectorIndex(VectorIndex):
         for field, values in normalise_filters(filters).items():
             if field in ("id", "title"):
                 conditions.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(field)))
-            else:
-                conditions.append(sql.SQL("metadata->>%s = ANY(%s)"))
-                params.append(field)
+            else:  # a scalar value, or any item of a list value (as the other backends match them)
+                conditions.append(sql.SQL(
+                    "CASE WHEN jsonb_typeof(metadata->%s) = 'array' THEN EXISTS (SELECT 1 FROM "
+                    "jsonb_array_elements_text(metadata->%s) AS item WHERE item = ANY(%s)) "
+                    "ELSE metadata->>%s = ANY(%s) END"))
+                params += [field, field, values, field]
             params.append(values)
         best: dict[str, tuple] = {}
         with self.connection.transaction():
