@@ -116,11 +116,12 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
-def start_app(index: Path, model: Path, log: Path):
-    """`clip-search app` as its own process; its log (warnings, errors) goes to `log`."""
+def start_app(index: Path, model: Path, log: Path, env: dict | None = None):
+    """`clip-search app` as its own process (`env`: extra variables); its log (warnings, errors) goes to `log`."""
     with open(log, "w") as err:
         process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", "--index", str(index), "--model",
-                                    str(model), "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
+                                    str(model), "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                   env={**_env(), **(env or {})})
     found: list[str] = []
     ready = threading.Event()
 
