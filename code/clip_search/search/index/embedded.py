@@ -489,9 +489,9 @@ class EmbeddedIndex(VectorIndex):
     # --- reads -------------------------------------------------------------------------------
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
-        query = as_query_vector(vector, self.dim)
         self.flush()
         self._catch_up()
+        query = as_query_vector(vector, self.dim)
         if self._table is None:
             return []
         where = to_lance_where(normalise_filters(filters))
