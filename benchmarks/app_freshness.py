@@ -19,17 +19,24 @@ lists the versions), per call. Target: the idle cost under 10% of p50.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.app_latency import _env, build_index, measure, model_dir, pct, queries, start_app
+from benchmarks.app_latency import (
+    _env,
+    build_index,
+    measure,
+    model_dir,
+    parser_with_model_and_index,
+    pct,
+    queries,
+    start_app,
+)
 from clip_search.runtimes import cpu_flags
 
 TARGET_COST = 0.10  # of p50
@@ -111,12 +118,7 @@ def check_cost(index_path: Path) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip-search-bench"),
-                        help="where the artifact and the index are kept between runs (shared with app_latency)")
-    parser.add_argument("--model", help="an artifact (model.tar.gz or extracted folder) instead of the packaged one")
-    parser.add_argument("--arch", default="ViT-B-32")
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser = parser_with_model_and_index(__doc__)
     parser.add_argument("--queries", type=int, default=1000, help="measured requests per app and phase")
     parser.add_argument("--blocks", type=int, default=10, help="alternating blocks the queries are split into")
     parser.add_argument("--write-every", type=float, default=0.5, help="seconds between the writer's commits")

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.app.conftest import DEMO, REPO
+from tests.search.conftest import standin  # noqa: F401 - the OpenSearch stand-in fixture
 
 BUCKET = "clip-search-fresh"
 BASE = 12  # demo products in the served index at the start
@@ -49,17 +50,6 @@ def demo_rows() -> list[dict]:
 def write_catalogue(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-
-@pytest.fixture
-def standin():
-    from tests.search.conftest import fail_on_spec_violations
-    from tests.standins.opensearch_standin import OpenSearchStandIn
-
-    server = OpenSearchStandIn().start()
-    yield server
-    server.stop()
-    fail_on_spec_violations(server)
 
 
 @pytest.fixture(params=["folder", "s3", "opensearch-standin"])

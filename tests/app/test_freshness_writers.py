@@ -22,20 +22,10 @@ import pytest
 import requests
 
 from tests.app.test_freshness_app import cli, demo_rows, environment, write_catalogue
+from tests.search.conftest import standin  # noqa: F401 - the OpenSearch stand-in fixture
 
 BASE = 30
 BATCH = 16  # products per commit of the writers (--batch-size; CLIP_SEARCH_FLUSH_ROWS below it)
-
-
-@pytest.fixture
-def standin():
-    from tests.search.conftest import fail_on_spec_violations
-    from tests.standins.opensearch_standin import OpenSearchStandIn
-
-    server = OpenSearchStandIn().start()
-    yield server
-    server.stop()
-    fail_on_spec_violations(server)
 
 
 @pytest.fixture(params=["folder", "opensearch-standin"])
