@@ -18,7 +18,7 @@ Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
   LanceDB check (a listing of the versions) when the folder changed, while its mtime is too recent
   to trust (coarse timestamps), and at least every CLIP_SEARCH_FRESHNESS_MS; a write is therefore
   seen by the next read. On object storage a full check runs at most every CLIP_SEARCH_FRESHNESS_MS
-  (one LIST). A search runs on one version from start to end, and a reader never takes the write
+  (a LIST request per 1,000 versions). A search runs on one version from start to end, and a reader never takes the write
   lock. CLIP_SEARCH_FRESHNESS_MS=-1 turns this off (a reader stays at the version it opened).
 - Filters compile to a LanceDB `where` (filters.to_lance_where) with every value a quoted literal.
   Scalar indexes: BTREE on id, LABEL_LIST on tags, full-text (FTS) on title.
