@@ -164,3 +164,35 @@ def test_writes_by_other_processes_show_in_the_running_app(served, tmp_path, tes
     assert all(seconds <= VISIBLE_WITHIN for seconds, _ in lags.values()), lags
     if not location.startswith("s3://"):  # a local folder and OpenSearch: the very next query sees a write
         assert all(tries == 1 for _, tries in lags.values()), lags
+
+
+def test_a_warm_lambda_handler_sees_other_processes_writes(request, tmp_path, test_model_dir, monkeypatch):
+    """The Lambda handler keeps its app for the container's life: a warm one must not answer from
+    the index as it was at the first event (OpenSearch, the stand-in; queries encoded in process
+    with the encoder the index recorded)."""
+    import clip_search.app as app_package
+    from clip_search.app import aws
+    from clip_search.search.client import SearchClient
+    from clip_search.search.embeddings import LocalEmbedder
+    from tests.app.test_lambda import LambdaContext, json_of, v2_event
+
+    rows = demo_rows()
+    location = f"{request.getfixturevalue('standin').url}/lambda-{uuid.uuid4().hex[:8]}"
+    with SearchClient(location, LocalEmbedder.from_artifact(test_model_dir), initial_backoff=0.01) as client:
+        assert client.index_catalogue(write_catalogue(tmp_path / "base.jsonl", rows[:BASE]), progress=False).indexed == BASE
+    monkeypatch.setenv("CLIP_SEARCH_INDEX", location)
+    monkeypatch.delenv("CLIP_SEARCH_ENDPOINT", raising=False)
+    aws.reset()
+    try:
+        def get(path, query=()):
+            return app_package.lambda_handler(v2_event("GET", path, query), LambdaContext())
+
+        assert get(f"/api/products/{rows[3]['id']}")["statusCode"] == 200  # the first event builds the app
+        cli("delete", "--index", location, rows[3]["id"])
+        assert json_of(get(f"/api/products/{rows[3]['id']}"))["status"] == 404
+        assert rows[3]["id"] not in [hit["id"] for hit in json_of(get("/api/search", [("q", "apple"), ("k", 100)]))["hits"]]
+        cli("index", "--catalogue", write_catalogue(tmp_path / "new.jsonl", [rows[BASE]]), "--index", location,
+            "--model", test_model_dir)
+        assert json_of(get(f"/api/products/{rows[BASE]['id']}"))["title"] == rows[BASE]["title"]
+    finally:
+        aws.reset()
