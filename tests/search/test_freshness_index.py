@@ -178,3 +178,13 @@ def test_clip_search_delete_of_thousands_of_ids_reports_the_count(tmp_path):
     result = CliRunner().invoke(main, ["delete", "--index", location, "--ids", str(ids)])
     assert result.exit_code == 0, result.output
     assert f"deleted {N} of {N + 2} ids from {location} (5 in the index)" in result.output
+
+
+def test_the_freshness_setting_defaults_to_500_ms_and_refuses_nonsense():
+    from clip_search import settings
+
+    assert settings.parse({}).freshness_ms == 500 and settings.parse({"CLIP_SEARCH_FRESHNESS_MS": "-1"}).freshness_ms == -1
+    for raw, expected in (("-2", "a whole number >= -1"), ("soon", "a whole number")):
+        with pytest.raises(settings.SettingsError) as error:
+            settings.parse({"CLIP_SEARCH_FRESHNESS_MS": raw})
+        assert str(error.value) == f"CLIP_SEARCH_FRESHNESS_MS={raw!r} is not valid: expected {expected}"
