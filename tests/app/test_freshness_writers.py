@@ -98,8 +98,8 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
     options = {"initial_backoff": 0.01} if location.startswith("http") else {}
     with SearchClient(location, LocalEmbedder.from_artifact(test_model_dir), **options) as client:
         assert client.index_catalogue(write_catalogue(tmp_path / "base.jsonl", rows), progress=False).indexed == BASE
-    killed_catalogue, killed_ids = catalogue(tmp_path, "k", 40 * BATCH)
-    finished_catalogue, finished_ids = catalogue(tmp_path, "f", 12 * BATCH)
+    killed_catalogue, killed_ids = catalogue(tmp_path, "k", 250 * BATCH)  # killed long before its end
+    finished_catalogue, finished_ids = catalogue(tmp_path, "f", 40 * BATCH)
     doomed = [row["id"] for row in rows[:9]]
     env = {"CLIP_SEARCH_FLUSH_ROWS": BATCH // 2}
     writer_args = ["--index", location, "--model", test_model_dir, "--batch-size", BATCH]
@@ -120,16 +120,15 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             while requests.get(f"{server.url}/api/products/{killed_ids[0]}", timeout=30).status_code != 200:
                 assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()  # its first commit
                 time.sleep(0.05)
-            for start in range(0, len(doomed), 3):
+            time.sleep(random.Random(3).uniform(0, 0.5))  # somewhere in its stream of commits
+            assert killed.poll() is None, "the writer to kill finished first: give it a longer catalogue"
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(30)
+            for start in range(0, len(doomed), 3):  # while the other writer goes on
                 chunk = doomed[start:start + 3]
                 started = time.monotonic()
                 cli("delete", "--index", location, *chunk)
                 deleted_at.update(dict.fromkeys(chunk, (started, time.monotonic())))
-                if start == 0:
-                    time.sleep(random.Random(3).uniform(0, 0.5))
-                    assert killed.poll() is None, "the writer to kill finished first: give it a longer catalogue"
-                    killed.send_signal(signal.SIGKILL)
-                    killed.wait(30)
             out, err = finished.communicate(timeout=300)
             assert finished.returncode == 0, err
             assert f"indexed {len(finished_ids)} of {len(finished_ids)} products" in out
