@@ -11,15 +11,16 @@ Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
   version readable. Writers of a local folder take a file lock per commit (`.clip-search.lock`,
   released by the kernel when a process dies), so two `clip-search index` runs interleave their
   batches and both land; LanceDB's commit-conflict retries cover object storage.
-- Readers follow other processes' writes (issue 26): before each read (search, count) a
-  long-lived reader moves to the latest committed version when there is a newer one, and the
-  caches below start again. On a local folder the check is a stat of the table's `_versions`
+- Readers follow other processes' writes (issue 26): every read starts with flush(), which first
+  moves a long-lived reader to the latest committed version when there is a newer one (the caches
+  below then start again). On a local folder the check is a stat of the table's `_versions`
   folder (microseconds; every commit adds a manifest there, so its mtime moves), with a full
   LanceDB check (a listing of the versions) when the folder changed, while its mtime is too recent
   to trust (coarse timestamps), and at least every CLIP_SEARCH_FRESHNESS_MS; a write is therefore
   seen by the next read. On object storage a full check runs at most every CLIP_SEARCH_FRESHNESS_MS
-  (a LIST request per 1,000 versions). A search runs on one version from start to end, and a reader never takes the write
-  lock. CLIP_SEARCH_FRESHNESS_MS=-1 turns this off (a reader stays at the version it opened).
+  (a LIST request per 1,000 versions). A search runs on one version from start to end, and a
+  reader never takes the write lock. CLIP_SEARCH_FRESHNESS_MS=-1 turns this off (a reader stays
+  at the version it opened).
 - Filters compile to a LanceDB `where` (filters.to_lance_where) with every value a quoted literal.
   Scalar indexes: BTREE on id, LABEL_LIST on tags, full-text (FTS) on title.
 - Search: exact (flat) while the table holds at most `settings.current().exact_max_rows` rows; past
@@ -196,10 +197,9 @@ class EmbeddedIndex(VectorIndex):
         self._table, self._meta, self._db = None, None, None
 
     def count(self) -> int:
-        self._catch_up()
+        self.flush()
         if self._table is None:
             return 0
-        self.flush()
         return int(self._table.count_rows())
 
     def data_version(self):
@@ -378,7 +378,9 @@ class EmbeddedIndex(VectorIndex):
         return report
 
     def flush(self) -> None:
-        """Commit the buffered upserts as one LanceDB version (the same id twice: the later one wins)."""
+        """Commit the buffered upserts as one LanceDB version (the same id twice: the later one wins).
+        Every read starts here, so it is also where a reader catches up with other processes' commits."""
+        self._catch_up()
         if not self._pending:
             return
         import pyarrow as pa
@@ -489,8 +491,7 @@ class EmbeddedIndex(VectorIndex):
     # --- reads -------------------------------------------------------------------------------
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
-        self.flush()
-        self._catch_up()
+        self.flush()  # and catch up with other processes' commits
         query = as_query_vector(vector, self.dim)
         if self._table is None:
             return []
