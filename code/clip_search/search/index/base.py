@@ -86,12 +86,6 @@ class VectorIndex(ABC):
     def refresh(self) -> None:
         """Make everything upserted so far visible to searches (a no-op where writes are visible at once)."""
 
-    def data_version(self):
-        """A value that changes whenever what searches see changes (another process's writes
-        included), or None where the backend cannot tell cheaply. Callers that derive data from
-        the index (the app's facets) derive it again when it changes, and after a short while when None."""
-        return None
-
     def close(self) -> None:
         pass
 
@@ -100,6 +94,12 @@ class VectorIndex(ABC):
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def data_version(self):
+        """A value that changes whenever what searches see changes (another process's writes
+        included), or None where the backend cannot tell cheaply. Callers that derive data from
+        the index (the app's facets) derive it again when it changes, and after a short while when None."""
+        return None
 
     def ensure(self, dim: int, model_id: str, encoder: dict | None = None) -> IndexInfo:
         """Create the index, or check that the existing one was built by this model."""

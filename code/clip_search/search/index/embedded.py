@@ -491,10 +491,10 @@ class EmbeddedIndex(VectorIndex):
     # --- reads -------------------------------------------------------------------------------
     def search(self, vector, k: int = 10, filters: dict | None = None, fields: tuple = FIELDS,
                keywords: str | None = None) -> list[Hit]:
-        self.flush()  # and catch up with other processes' commits
         query = as_query_vector(vector, self.dim)
         if self._table is None:
             return []
+        self.flush()
         where = to_lance_where(normalise_filters(filters))
         depth = max(k, HYBRID_DEPTH) if keywords else k
         # A selective filter leaves too few rows in the probed ANN partitions: search those rows
