@@ -14,8 +14,10 @@ Phases:
   writes  another process commits an upsert of 10 products every --write-every seconds; the app
           with freshness on moves to each new version at its next query (checkout + its read caches
           again), the one with it off keeps answering from the version it opened
-Then, in this process, the check alone: the stat path (nothing changed) and a full check (LanceDB
-lists the versions), per call. Target: the idle cost under 10% of p50.
+Then, in this process: the check alone (the stat path when nothing changed, and a full check, where
+LanceDB lists the versions), and the search on the version after the writer's commits against the
+version before them, freshness off (what the writes left, apart from the check). Target: the idle
+cost under 10% of p50.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.app_latency import (
     _env,
@@ -61,6 +65,12 @@ def versions(index: Path) -> int:
     import lancedb
 
     return len(lancedb.connect(str(index)).open_table("products").list_versions())
+
+
+def latest_version(index: Path) -> int:
+    import lancedb
+
+    return lancedb.connect(str(index)).open_table("products").version
 
 
 def copy_index(source: Path, work: Path) -> Path:
@@ -117,6 +127,32 @@ def check_cost(index_path: Path) -> str:
             f"a full check (LanceDB lists {versions} versions) p50 {pct(full, 50):.3f} ms, p99 {pct(full, 99):.3f} ms")
 
 
+def data_cost(index_path: Path, before: int, count: int = 100) -> str:
+    """Top-10 searches on the version after the writes against the one before them, same process,
+    freshness off, alternating blocks: what the writer's small commits cost a search by themselves."""
+    from clip_search.search.index.embedded import EmbeddedIndex
+
+    index = EmbeddedIndex(index_path, freshness_ms=-1)
+    after = index._table.version
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((count, index.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    times: dict[int, list[float]] = {before: [], after: []}
+    blocks = 10
+    for block in range(blocks):
+        for version in (after, before) if block % 2 == 0 else (before, after):
+            index._table.checkout(version)
+            index._read_cache.clear()
+            index.search(vectors[0], k=10)
+            for vector in vectors[block * count // blocks:(block + 1) * count // blocks]:
+                started = time.perf_counter()
+                index.search(vector, k=10)
+                times[version].append(time.perf_counter() - started)
+    return (f"search alone (in process, freshness off, {count} queries): after the writes (version {after}) p50 "
+            f"{pct(times[after], 50):.2f} ms, p99 {pct(times[after], 99):.2f} ms; before them (version {before}) p50 "
+            f"{pct(times[before], 50):.2f} ms, p99 {pct(times[before], 99):.2f} ms")
+
+
 def main(argv=None):
     parser = parser_with_model_and_index(__doc__)
     parser.add_argument("--queries", type=int, default=1000, help="measured requests per app and phase")
@@ -146,6 +182,7 @@ def main(argv=None):
               f"a block, {args.blocks} blocks per app and phase\n")
         idle = alternate(urls, texts, args.blocks, per_block)
         before = versions(index)
+        before_version = latest_version(index)
         script = work / "app-freshness-writer.py"
         script.write_text(WRITER)
         writer = subprocess.Popen([sys.executable, str(script), str(index), str(args.write_every)],
@@ -159,6 +196,7 @@ def main(argv=None):
         print("\n".join(table("writes", writes)[2:]))
         print(f"\nwrites: another process committed {commits} times during the phase (every {args.write_every:g} s)")
         print(check_cost(index))
+        print(data_cost(index, before_version))
         on50, off50 = pct(idle["on"]["round trip"], 50), pct(idle["off"]["round trip"], 50)
         cost = on50 / off50 - 1.0
         print(f"\nidle cost of freshness: {cost * 100:+.1f}% of the round trip's p50 ({on50:.2f} vs {off50:.2f} ms); "

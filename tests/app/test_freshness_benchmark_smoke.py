@@ -35,4 +35,6 @@ def test_quick_freshness_benchmark_prints_on_and_off_side_by_side(tmp_path):
     commits = int(re.search(r"another process committed (\d+) times during the phase", out).group(1))
     assert commits >= 1
     assert re.search(r"the check alone \(in process\): [\d.]+ us a read when nothing changed", out), out
+    assert re.search(r"search alone \(in process, freshness off, 100 queries\): after the writes \(version \d+\) p50 "
+                     r"[\d.]+ ms, p99 [\d.]+ ms; before them \(version \d+\) p50 [\d.]+ ms", out), out
     assert re.search(r"idle cost of freshness: [+-][\d.]+% .* target under 10%: (met|NOT met)", out), out
