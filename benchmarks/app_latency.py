@@ -116,11 +116,12 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
-def start_app(index: Path, model: Path, log: Path):
-    """`clip-search app` as its own process; its log (warnings, errors) goes to `log`."""
+def start_app(index: Path, model: Path, log: Path, env: dict | None = None):
+    """`clip-search app` as its own process (`env`: extra variables); its log (warnings, errors) goes to `log`."""
     with open(log, "w") as err:
         process = subprocess.Popen([sys.executable, "-m", "clip_search.cli", "app", "--index", str(index), "--model",
-                                    str(model), "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
+                                    str(model), "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                   env={**_env(), **(env or {})})
     found: list[str] = []
     ready = threading.Event()
 
@@ -218,13 +219,19 @@ def table(stages: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser_with_model_and_index(description: str) -> argparse.ArgumentParser:
+    """The options of the app benchmarks that share the packaged model and the index in --work."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip-search-bench"),
                         help="where the artifact and the index are kept between runs (shared with python -m benchmarks)")
     parser.add_argument("--model", help="an artifact (model.tar.gz or extracted folder) instead of the packaged one")
     parser.add_argument("--arch", default="ViT-B-32")
     parser.add_argument("--rows", type=int, default=100_000)
+    return parser
+
+
+def main(argv=None):
+    parser = parser_with_model_and_index(__doc__)
     parser.add_argument("--queries", type=int, default=1000, help="measured requests (after 30 warm-up requests)")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="tiny test model, 10,000 rows, 100 queries (smoke)")

@@ -124,6 +124,11 @@ VARIABLES: tuple[Variable, ...] = (
              "embedded index: exact search up to this many rows, ANN beyond"),
     Variable("CLIP_SEARCH_FLUSH_ROWS", "flush_rows", _int(1), 20_000,
              "embedded index: upserted products buffered per LanceDB commit"),
+    Variable("CLIP_SEARCH_FRESHNESS_MS", "freshness_ms", _int(-1), 500,
+             "embedded index: how a long-lived reader (the app, a SearchClient) follows other processes' "
+             "writes. A local folder is checked at every read (a stat of its version folder) and fully at "
+             "least this often; object storage (s3://) at most this often; -1 = never (a reader stays at "
+             "the version it opened)"),
     Variable("CLIP_SEARCH_INDEX", "index", _text, "",
              "search app / Lambda handler: the index to search (folder, OpenSearch URL, postgresql:// DSN)"),
     Variable("CLIP_SEARCH_MODEL", "model", _text, "",

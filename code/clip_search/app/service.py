@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,9 @@ FACET_SCAN = 5000
 FACET_VALUES = 20           # most common values shown per field
 FACET_MAX_DISTINCT = 200    # a field with more distinct values is free text or an id, not a facet
 FACET_MAX_VALUE_CHARS = 80
+# The scan behind facets and the image folders follows the index: it is made again when the index's
+# data_version() moves (embedded), and when older than this where the backend cannot tell (None).
+SCAN_MAX_AGE_SECONDS = 1.0
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -69,6 +73,16 @@ class ImageAnswer:
     path: str | None = None
     media_type: str | None = None
     redirect: str | None = None
+
+
+class _Scan(NamedTuple):
+    """What the app derives from a scan of the index (facets, image folders), and when."""
+
+    version: object       # the index's data_version() then
+    at: float             # time.monotonic() then
+    rows: list            # metadata of up to facet_scan products
+    roots: list           # the folders their local images are in
+    count: int            # products in the index then
 
 
 def parse_k(raw) -> int:
@@ -106,8 +120,9 @@ class SearchService:
         self.model_id = self.embedder.model_id
         self.dim = int(info.dim)
         self._explicit_roots = [self._real(root) for root in image_roots] if image_roots else None
-        self._scan: tuple[list[dict], list[str]] | None = None
-        # The embedded index is not documented as thread-safe; queries are short, so one at a time.
+        self._scan: _Scan | None = None
+        # The embedded index is not documented as thread-safe (and a read may move it to a newer
+        # version); queries are short, so one call into the index at a time.
         self._lock = threading.Lock()
         self._encoder = getattr(self.embedder, "encoder", None)  # ClipEncoder when in process
         # Connected mode (`clip-search opensearch connect`): OpenSearch encodes text and photo queries.
@@ -292,12 +307,14 @@ class SearchService:
     def _real(path) -> str:
         return os.path.realpath(os.path.abspath(os.fspath(path)))
 
-    def image_roots(self) -> list[str]:
+    def image_roots(self, current: bool = False) -> list[str]:
         """The folders local images may be served from: the given ones, else the folders the indexed
-        products' images are in (as recorded; symlinks resolved only after the check)."""
+        products' images are in (as recorded; symlinks resolved only after the check), from the last
+        scan of the index, or (`current`) from a scan that follows the index's writes."""
         if self._explicit_roots is not None:
             return self._explicit_roots
-        return self._scan_products()[1]
+        scan = self._scan if not current and self._scan is not None else self._scan_products()
+        return scan.roots
 
     def safe_local_path(self, location: str) -> str | None:
         """The resolved path of a local image location when it is a regular file inside one of the
@@ -309,18 +326,24 @@ class SearchService:
         if "\x00" in raw or not os.path.isabs(raw) or ".." in Path(raw).parts:
             return None
         real = self._real(raw)
-        for root in self.image_roots():
-            if real != root and os.path.commonpath([real, root]) == root:
-                try:
-                    mode = os.stat(real).st_mode
-                except OSError:
-                    return None
-                return real if stat.S_ISREG(mode) else None
+        # A product indexed since the last scan may have its photo in a new folder: scan again
+        # (only when the index has changed since, or the scan is old) before refusing.
+        for current in (False, True):
+            for root in self.image_roots(current):
+                if real != root and os.path.commonpath([real, root]) == root:
+                    try:
+                        mode = os.stat(real).st_mode
+                    except OSError:
+                        return None
+                    return real if stat.S_ISREG(mode) else None
+            if self._explicit_roots is not None:
+                break
         return None
 
     # --- facets ---------------------------------------------------------------------------------
     def facets(self) -> dict:
-        rows, _ = self._scan_products()
+        scan = self._scan_products()
+        rows = scan.rows
         values: dict[str, Counter] = {}
         carriers: Counter = Counter()
         unusable: set[str] = set()
@@ -344,15 +367,22 @@ class SearchService:
                 continue
             facets.append({"field": name, "values": [{"value": value, "count": count}
                                                      for value, count in counter.most_common(FACET_VALUES)]})
-        return {"facets": facets, "products": len(rows), "complete": len(rows) >= self._scanned_count}
+        return {"facets": facets, "products": len(rows), "complete": len(rows) >= scan.count}
 
-    def _scan_products(self) -> tuple[list[dict], list[str]]:
+    def _scan_products(self) -> _Scan:
         """Metadata of up to `facet_scan` products (all of a smaller catalogue) and the folders their
-        local images are in; computed once (the index does not change under a running app)."""
-        if self._scan is None:
+        local images are in; made again when the index has changed (another process writes to it
+        while the app serves it), see SCAN_MAX_AGE_SECONDS."""
+        with self._lock:
+            version = self.index.data_version()
+        scan = self._scan
+        if scan is None or scan.version != version or (version is None and
+                                                       time.monotonic() - scan.at > SCAN_MAX_AGE_SECONDS):
             from clip_search.files import local_path, scheme
 
-            count = self.index.count()
+            started = time.monotonic()
+            with self._lock:
+                count = self.index.count()
             rows, roots = [], set()
             if count:
                 probe = np.full(self.dim, 1.0 / np.sqrt(self.dim), dtype=np.float32)
@@ -363,13 +393,14 @@ class SearchService:
                         raw = local_path(str(location))
                         if os.path.isabs(raw) and ".." not in Path(raw).parts:
                             roots.add(self._real(os.path.dirname(raw)))
-            self._scanned_count = count
-            self._scan = (rows, sorted(roots))
-        return self._scan
+            scan = self._scan = _Scan(version, started, rows, sorted(roots), count)
+        return scan
 
     def health(self) -> dict:
+        with self._lock:
+            count = self.index.count()
         return {"status": "ok", "model": self.model_id, "index": self.location, "backend": self.index.backend,
-                "products": self.index.count()}
+                "products": count}
 
     def close(self) -> None:
         self.client.close()

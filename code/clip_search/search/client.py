@@ -7,6 +7,10 @@
 
 Reader -> encoder -> writer, in batches, with a progress bar: images are read and encoded a batch at
 a time, so a catalogue never has to fit in memory.
+
+A client kept open (a service, a notebook, a worker) sees what other processes write to its index
+once their command has returned: at its next search on a local folder, OpenSearch and pgvector,
+within CLIP_SEARCH_FRESHNESS_MS (500 ms) on s3:// (docs/search.md, "Freshness").
 """
 from itertools import islice
 from pathlib import Path
@@ -210,7 +214,8 @@ class SearchClient:
         return batch, images, title_vectors, errors
 
     def delete(self, ids) -> int:
-        """Delete products by id from the index; returns how many were there."""
+        """Delete products by id from the index, any number at once; returns how many were there.
+        When it returns, searches no longer find them."""
         return self.index.delete(ids)
 
     # --- searching ---------------------------------------------------------------------------

@@ -87,7 +87,9 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def delete(self, ids: Iterable[str]) -> int:
-        """Delete products by id (ids not in the index are ignored); returns how many were deleted."""
+        """Delete products by id (ids not in the index are ignored), any number of them; returns how
+        many were deleted. When it returns, searches no longer find them (a long-lived reader in
+        another process: within the backend's freshness bound, docs/search.md "Freshness")."""
 
     @abstractmethod
     def count(self) -> int:
@@ -108,6 +110,12 @@ class VectorIndex(ABC):
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def data_version(self):
+        """A value that changes whenever what searches see changes (another process's writes
+        included), or None where the backend cannot tell cheaply. Callers that derive data from
+        the index (the app's facets) derive it again when it changes, and after a short while when None."""
+        return None
 
     def ensure(self, dim: int, model_id: str, encoder: dict | None = None) -> IndexInfo:
         """Create the index, or check that the existing one was built by this model."""

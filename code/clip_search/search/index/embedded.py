@@ -11,6 +11,16 @@ Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
   version readable. Writers of a local folder take a file lock per commit (`.clip-search.lock`,
   released by the kernel when a process dies), so two `clip-search index` runs interleave their
   batches and both land; LanceDB's commit-conflict retries cover object storage.
+- Readers follow other processes' writes (issue 26): every read starts with flush(), which first
+  moves a long-lived reader to the latest committed version when there is a newer one (the caches
+  below then start again). On a local folder the check is a stat of the table's `_versions`
+  folder (microseconds; every commit adds a manifest there, so its mtime moves), with a full
+  LanceDB check (a listing of the versions) when the folder changed, while its mtime is too recent
+  to trust (coarse timestamps), and at least every CLIP_SEARCH_FRESHNESS_MS; a write is therefore
+  seen by the next read. On object storage a full check runs at most every CLIP_SEARCH_FRESHNESS_MS
+  (a LIST request per 1,000 versions). A search runs on one version from start to end, and a
+  reader never takes the write lock. CLIP_SEARCH_FRESHNESS_MS=-1 turns this off (a reader stays
+  at the version it opened).
 - Filters compile to a LanceDB `where` (filters.to_lance_where) with every value a quoted literal.
   Scalar indexes: BTREE on id, LABEL_LIST on tags, full-text (FTS) on title.
 - Search: exact (flat) while the table holds at most `settings.current().exact_max_rows` rows; past
@@ -21,6 +31,7 @@ Vectors are L2-normalised, so LanceDB's `dot` distance is 1 - cosine.
   (RRF_K); the hits' scores stay cosine similarities.
 """
 import json
+import logging
 import os
 import shutil
 import time
@@ -59,12 +70,17 @@ RQ_BITS = 4
 NPROBES = 20
 REFINE_FACTOR = 5
 READ_CACHE = 256  # per table version: where-clause row counts, field counts, whether ANN exists
+# A version folder whose mtime is this recent may change again within the same timestamp tick
+# unseen (file systems with coarse timestamps): a reader then checks fully instead of trusting it.
+RECENT_MTIME_NS = 100_000_000
 # Rows committed after the ANN index was built are searched exactly; optimize() folds them into the
 # index once they pass this fraction of the table.
 OPTIMIZE_UNINDEXED_FRACTION = 0.05
 RRF_K = 60
 HYBRID_DEPTH = 50
 SELECT = ["id", "title", "image", "metadata", "_distance"]
+
+logger = logging.getLogger(__name__)
 
 
 def rebuild_hint(location) -> str:
@@ -76,7 +92,8 @@ class EmbeddedIndex(VectorIndex):
     backend = "embedded"
     supports_hybrid = True
 
-    def __init__(self, location, exact_max_rows_: int | None = None, storage_options: dict | None = None):
+    def __init__(self, location, exact_max_rows_: int | None = None, storage_options: dict | None = None,
+                 freshness_ms: int | None = None):
         super().__init__(str(location))
         self.remote = "://" in self.location and not self.location.startswith("file://")
         self.path = None if self.remote else Path(self.location.removeprefix("file://"))
@@ -84,6 +101,9 @@ class EmbeddedIndex(VectorIndex):
 
         self.exact_max_rows = settings.current().exact_max_rows if exact_max_rows_ is None else exact_max_rows_
         self.flush_rows = settings.current().flush_rows
+        self.freshness_ms = settings.current().freshness_ms if freshness_ms is None else int(freshness_ms)
+        self._checked_at = time.monotonic()  # the last full check for a newer version (_catch_up)
+        self._seen_folder = None  # the version folder's (inode, mtime) at that check
         self.storage_options = storage_options if storage_options is not None else _storage_options(self.location)
         self._db = None
         self._table = None
@@ -113,6 +133,7 @@ class EmbeddedIndex(VectorIndex):
 
     def _open(self) -> None:
         self._read_cache = {}
+        self._seen_folder = self._versions_folder()
         if self.path is not None and not (self.path / f"{TABLE}.lance").exists():
             return
         try:
@@ -176,10 +197,50 @@ class EmbeddedIndex(VectorIndex):
         self._table, self._meta, self._db = None, None, None
 
     def count(self) -> int:
+        self.flush()
         if self._table is None:
             return 0
-        self.flush()
         return int(self._table.count_rows())
+
+    def data_version(self):
+        self._catch_up()
+        return None if self._table is None else self._table.version
+
+    # --- following other processes' writes -------------------------------------------------------
+    def _versions_folder(self):
+        """(inode, mtime ns) of the table's `_versions` folder (local folders), or None."""
+        if self.path is None:
+            return None
+        try:
+            stat = os.stat(self.path / f"{TABLE}.lance" / "_versions")
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    def _catch_up(self) -> None:
+        """Move to the latest committed version when another process has committed since we looked
+        (see the module's docstring). A failed check is logged and the current version served: a
+        reader keeps answering."""
+        if self.freshness_ms < 0:
+            return
+        now = time.monotonic()
+        due = now - self._checked_at >= self.freshness_ms / 1000.0
+        folder = self._versions_folder()
+        if not due and (self.path is None or (
+                folder == self._seen_folder and (folder is None or time.time_ns() - folder[1] > RECENT_MTIME_NS))):
+            return
+        self._checked_at, self._seen_folder = now, folder
+        try:
+            if self._table is None:
+                self._open()  # created by another process since we opened
+                return
+            before = self._table.version
+            self._table.checkout_latest()
+            if self._table.version != before:
+                self._read_cache.clear()
+        except Exception as error:  # noqa: BLE001 - e.g. object storage unreachable for a moment
+            logger.warning("could not check %s for a newer version (serving version %s): %s", self.location,
+                           None if self._table is None else self._table.version, error)
 
     @property
     def dim(self) -> int:
@@ -188,9 +249,8 @@ class EmbeddedIndex(VectorIndex):
         return self._meta["dim"]
 
     def _cached(self, key, compute):
-        """Reads that only a write can change, cached until this object's next write: the table
-        is opened without a read-consistency interval, so its version moves only when we write or
-        check out the latest (which every write does) and a search never pays for these twice."""
+        """Reads that only a write can change, cached until the table's version moves (our own
+        write, or _catch_up finding another process's), so a search never pays for these twice."""
         cache = self._read_cache
         if key not in cache:
             if len(cache) >= READ_CACHE:
@@ -318,7 +378,9 @@ class EmbeddedIndex(VectorIndex):
         return report
 
     def flush(self) -> None:
-        """Commit the buffered upserts as one LanceDB version (the same id twice: the later one wins)."""
+        """Commit the buffered upserts as one LanceDB version (the same id twice: the later one wins).
+        Every read starts here, so it is also where a reader catches up with other processes' commits."""
+        self._catch_up()
         if not self._pending:
             return
         import pyarrow as pa
@@ -358,24 +420,21 @@ class EmbeddedIndex(VectorIndex):
         return self._mine.isdisjoint(ids)
 
     def delete(self, ids) -> int:
-        """Delete products by id; returns how many were in the index."""
-        ids = [str(i) for i in ids]
+        """Delete products by id in one commit (a reader sees none or all of them deleted, however
+        many there are: ~50 us an id); returns how many were in the index (LanceDB's own count of
+        the rows it deleted, so a concurrent writer cannot skew it)."""
+        ids = list(dict.fromkeys(str(i) for i in ids))
         if self._table is None or not ids:
             return 0
         self.flush()  # an upsert before a delete of the same id: the delete wins
-        deleted = 0
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start:start + 1000]
-            where = f"id IN ({', '.join(quote(i) for i in chunk)})"
-            holder = {}
+        where = f"id IN ({', '.join(quote(i) for i in ids)})"
+        holder = {}
 
-            def remove(where=where, holder=holder):
-                holder["before"] = self._table.count_rows(where)
-                self._table.delete(where)
+        def remove():
+            holder["deleted"] = self._table.delete(where).num_deleted_rows
 
-            self._commit(remove)
-            deleted += holder["before"]
-        return deleted
+        self._commit(remove)
+        return int(holder["deleted"])
 
     def refresh(self) -> None:
         """Commit what was upserted, then build or update the indexes (ANN past exact_max_rows)."""

@@ -17,6 +17,14 @@ index/create is refused), so upserts find a product's earlier documents by `prod
 them by their server ids before indexing; shards and replicas are managed by the service and not
 sent; there is no `_refresh` call (the collection refreshes on its own).
 
+Freshness: one explicit `POST /INDEX/_refresh` when a write command ends (the end of an index run,
+via refresh(); every delete()), so a search sent after `clip-search index` or `clip-search delete`
+returns sees the write, in any process. Not `refresh=wait_for` on each bulk request: that waits
+for the index's next scheduled refresh (refresh_interval, 1 s by default; never when a bulk load
+has set it to -1) on every request of chunk_size documents, and not `refresh=true` per request
+(a tiny segment per request). Before the command ends, a cluster's scheduled refresh may show part
+of it; each document is atomic. Serverless collections refresh on their own schedule.
+
 Connection settings come from the environment so secrets never appear on a command line:
   OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD  basic auth (self-managed clusters)
   OPENSEARCH_AUTH=sigv4 (automatic for *.es.amazonaws.com / *.aoss.amazonaws.com hosts)
@@ -465,7 +473,8 @@ class OpenSearchIndex(VectorIndex):
             self.client.indices.refresh(index=self.name)
 
     def delete(self, ids) -> int:
-        """Delete products by id with bulk delete actions (404s, ids not in the index, are not errors).
+        """Delete products by id with bulk delete actions (404s, ids not in the index, are not errors),
+        chunk_size a request, then one refresh: when it returns, searches no longer find them.
         On Serverless the documents' ids are the server's: found by `product_id` first."""
         from opensearchpy import helpers
 
@@ -485,4 +494,5 @@ class OpenSearchIndex(VectorIndex):
                 deleted += 1
             elif outcome.get("status") != 404:
                 raise SearchError(f"deleting {outcome.get('_id')} from {self.location} failed: {outcome.get('error')}")
+        self.refresh()  # the freshness policy (module docstring): searchable when delete returns
         return deleted
