@@ -51,6 +51,10 @@ EXTRAS = {
         "selenium>=4.20",
         "hypothesis>=6.100",  # generated texts for the tokenizer equality test
         "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
+        # infra/: template lint, and IAM action/ARN matching for the least-privilege test
+        # (checkov pins an old boto3: it runs from its own venv, infra/requirements-checkov.txt).
+        "cfn-lint>=1.20",
+        "parliament>=1.6",
     ],
     # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).
     "dev": ["mutmut>=3.3"],
