@@ -39,6 +39,9 @@ EXTRAS = {
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
     # The search page and API (`clip-search app`) and its AWS Lambda handler (Mangum).
     "app": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19"],
+    # The query function's image (container/Dockerfile.lambda): the app, OpenSearch, Lambda's runtime client.
+    "lambda": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19",
+               "opensearch-py>=2.6", "boto3>=1.34", "awslambdaric>=3"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",

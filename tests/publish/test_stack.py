@@ -1,6 +1,7 @@
 """`publish stack` and `publish teardown` against moto's server (CloudFormation and every resource
 type of infra/clip-search.yaml that moto can create: Emulator=moto leaves out the rest, listed in
 docs/deploy.md), with the publish flow run on the stack's outputs in between."""
+import ast
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from model_build.stack import TEMPLATE
+from tests.infra import iam_check
 from tests.infra.test_templates import load_template
 
 REGION = "us-east-1"
@@ -157,6 +159,10 @@ def test_stack_then_publish_flow_then_teardown(clean, publish_cli, test_model_ta
     [target] = c["events"].list_targets_by_rule(Rule=rule["Name"])["Targets"]
     assert target["Arn"].endswith(":function:clip-search-deployer")
 
+    policies = deployed_policies(c["iam"])
+    for name, policy in policies.items():
+        assert iam_check.over_broad(policy) == [], name
+
     # The publish flow on the stack's outputs: no --bucket, no --role-arn anywhere.
     api_calls.mark("publish")
     out = publish_cli("artifact", "--model", test_model_tar)
@@ -179,6 +185,32 @@ def test_stack_then_publish_flow_then_teardown(clean, publish_cli, test_model_ta
     assert answer["action"] == "unchanged" and answer["model"] == model_name
 
     api_calls.mark("teardown")
+
+    # Least privilege: every call the publish steps made is allowed by the publisher policy (which
+    # the CodeBuild role carries), every call of the deployer by the deployer role's policy.
+    account = role_arn.split(":")[4]
+    publish_calls, deployer_calls = api_calls.between("publish", "deployer"), api_calls.between("deployer", "teardown")
+    operations = {op for _, op, _ in publish_calls}
+    assert {"PutObject", "CreateModelPackage", "UpdateModelPackage", "CreateModel", "CreateEndpointConfig",
+            "CreateEndpoint", "CreateTransformJob", "GetRole"} <= operations
+    denied = iam_check.denied(policies["PublisherPolicy"], publish_calls, REGION, account)
+    assert denied == [], "\n".join(map(str, denied))
+    assert {op for _, op, _ in deployer_calls} >= {"DescribeModelPackage", "DescribeModel", "DescribeEndpoint"}
+    assert iam_check.denied(policies["DeployerRole"], deployer_calls, REGION, account) == []
+    # ...and the check notices a missing grant: take one action out of the publisher policy.
+    trimmed = json.loads(json.dumps(policies["PublisherPolicy"]))
+    for statement in trimmed["Statement"]:
+        if "sagemaker:CreateEndpointConfig" in statement["Action"]:
+            statement["Action"].remove("sagemaker:CreateEndpointConfig")
+    missing = iam_check.denied(trimmed, publish_calls, REGION, account)
+    assert {(op, action) for op, action, _ in missing} == {("CreateEndpointConfig", "sagemaker:CreateEndpointConfig")}
+    # ...or narrows a resource: the artifacts' prefix instead of the bucket's.
+    narrowed = json.loads(json.dumps(policies["PublisherPolicy"]))
+    for statement in narrowed["Statement"]:
+        if statement.get("Sid") == "Artifacts":
+            statement["Resource"] = statement["Resource"].replace("/clip-search/*", "/other/*")
+    assert ("PutObject", "s3:PutObject") in {(op, a) for op, a, _ in iam_check.denied(narrowed, publish_calls, REGION, account)}
+
     out = publish_cli("teardown")
     assert "deleted endpoint clip-search" in out and f"deleted model {model_name}" in out
     assert "deleted endpoint config " in out and "deleted stack clip-search" in out
@@ -208,6 +240,37 @@ def test_stack_then_publish_flow_then_teardown(clean, publish_cli, test_model_ta
     assert deletions == [("DeleteModelPackage", {"ModelPackageName": package_arn}),
                          ("DeleteModelPackageGroup", {"ModelPackageGroupName": "clip-search"})]
     assert f"deleted model package {package_arn}" in out
+
+
+def _document(document) -> dict:
+    """A policy document as moto answers it: a dict, or its text (JSON, or Python's repr of the
+    dict CloudFormation resolved)."""
+    if isinstance(document, dict):
+        return document
+    try:
+        return json.loads(document)
+    except json.JSONDecodeError:
+        return ast.literal_eval(document)
+
+
+def deployed_policies(iam) -> dict[str, dict]:
+    """The policies of the stack's roles as moto's IAM holds them (intrinsic functions resolved)."""
+    policies = {}
+    for logical, role in (("SageMakerRole", "clip-search-sagemaker"), ("QueryRole", "clip-search-query"),
+                          ("DeployerRole", "clip-search-deployer"), ("CodeBuildRole", "clip-search-codebuild")):
+        statements = []
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            statements += _document(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])["Statement"]
+        # moto keeps an `!If [..., AWS::NoValue]` list item as null; CloudFormation drops it.
+        policies[logical] = {"Version": "2012-10-17", "Statement": [s for s in statements if s is not None]}
+    [managed] = [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "clip-search-publisher"]
+    version = iam.get_policy_version(PolicyArn=managed["Arn"], VersionId=managed["DefaultVersionId"])
+    policies["PublisherPolicy"] = _document(version["PolicyVersion"]["Document"])
+    # (moto's CloudFormation does not attach a role's ManagedPolicyArns: read the template for it.)
+    codebuild = load_template(TEMPLATE)["Resources"]["CodeBuildRole"]["Properties"]
+    assert codebuild["ManagedPolicyArns"] == ["PublisherPolicy"]
+    assert all(isinstance(p, dict) and p["Statement"] for p in policies.values())
+    return policies
 
 
 def deployer_source() -> str:
