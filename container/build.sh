@@ -76,6 +76,8 @@ mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
 # and Arrow (~370 MB installed, more than half the slim image) stay out. clip_search.search.index
 # imports them only when an index is opened; tests/container/test_image.py checks they are absent.
 NOT_SERVED="lancedb pyarrow filelock"
+# The query function encodes through the SageMaker endpoint: no in-process model runtime or tokenizer.
+[[ "$VARIANT" == lambda ]] && NOT_SERVED="$NOT_SERVED onnxruntime tokenizers"
 "$PYTHON" - "$BUILD"/project/clip_search-*.whl "$EXTRAS" "$NOT_SERVED" > "$BUILD/requirements.txt" <<'PY'
 import sys, zipfile
 from email.parser import Parser

@@ -2,6 +2,7 @@
 type of infra/clip-search.yaml that moto can create: Emulator=moto leaves out the rest, listed in
 docs/deploy.md), with the publish flow run on the stack's outputs in between."""
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -320,3 +321,24 @@ def test_bad_parameter_is_one_error_line(aws, publish_cli):
     assert out.splitlines()[-1] == "Error: --parameter 'SearchBackend': expected KEY=VALUE (a parameter of clip-search.yaml)"
 
 
+
+
+def test_image_variant_lambda_builds_dockerfile_lambda_and_feeds_publish_stack(aws, publish_cli, monkeypatch):
+    """`publish image --variant lambda` builds with build.sh --variant lambda under the -lambda tag and
+    records lambda_image_uri (not image_uri, which the model package uses); `publish stack` passes
+    it to the template as QueryImageUri."""
+    from clip_search import __version__
+    from model_build import image
+    from tests.publish.test_image_step import DOCKER, RecordingRunner
+
+    monkeypatch.setenv("DOCKER", DOCKER)
+    runner = RecordingRunner()
+    # Docker commands recorded, not run (test_image_step.py pushes to a real registry).
+    monkeypatch.setattr(image, "push_image", functools.partial(image.push_image, run=runner))
+    out = publish_cli("image", "--variant", "lambda")
+    assert runner.calls[0][0][1:] == [str(image.BUILD_SCRIPT), "--variant", "lambda", "--tag", f"clip-search:{__version__}-lambda"]
+    state = json.loads((aws["tmp"] / "state.json").read_text())
+    assert "image_uri" not in state and state["lambda_image_uri"].endswith(f"@{runner.digest}")
+    assert f"lambda_image_uri={state['lambda_image_uri']}" in out
+    out = publish_cli("stack", "--parameter", "Emulator=moto", "--no-execute")
+    assert "Add     QueryFunction" in out and "not executed (--no-execute); change set deleted" in out
