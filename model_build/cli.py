@@ -111,7 +111,7 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
 @publish.command("image")
 @click.option("--variant", type=click.Choice(["slim", "full", "lambda"]), default="slim", show_default=True,
               help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
-                   "(its default tag ends in -full); lambda: the query function for `publish stack`.")
+                   "(its default tag ends in -full); lambda: the query function.")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
 @settings("repository", "image_tag", "local_image", "registry")
 def image_command(variant, build_args, aws, state):
