@@ -69,7 +69,8 @@ class RuntimeApi:
                 if parts == ["init", "error"]:
                     api.init_errors.put((self.headers.get("Lambda-Runtime-Function-Error-Type"), json.loads(body)))
                 elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
-                    api.results.setdefault(parts[1], queue.Queue()).put((parts[2], body, dict(self.headers)))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    api.results.setdefault(parts[1], queue.Queue()).put((parts[2], body, headers))
                 else:
                     return self._answer(404)
                 self._answer(202, b'{"status":"OK"}', {"Content-Type": "application/json"})
@@ -169,9 +170,9 @@ def test_search_bad_query_and_handler_error_through_the_runtime_api(lambda_image
 
         # An event the handler cannot take (no API Gateway shape): an error through the error route,
         # and the function keeps serving.
-        kind, body, headers = api.invoke({"unexpected": "event"})
-        assert kind == "error" and json.loads(body)["errorMessage"]
-        assert headers.get("Lambda-Runtime-Function-Error-Type")
+        kind, body, _ = api.invoke({"unexpected": "event"})
+        error = json.loads(body)  # the documented error body: errorMessage, errorType, stackTrace
+        assert kind == "error" and error["errorMessage"] and error["errorType"]
         kind, body, _ = api.invoke(v2_event("GET", "/api/search", [("q", "bananas")]))
         assert kind == "response" and json.loads(body)["statusCode"] == 200
         assert process.poll() is None
@@ -184,8 +185,8 @@ def test_a_handler_that_cannot_load_is_an_init_error(lambda_image):
     api = RuntimeApi()
     process = run_function(lambda_image, api, {}, command=["clip_search.app.no_such_handler"])
     try:
-        error_type, error = api.init_errors.get(timeout=60)
-        assert "no_such_handler" in error["errorMessage"] and error_type
+        _, error = api.init_errors.get(timeout=60)
+        assert "no_such_handler" in error["errorMessage"] and error["errorType"]
     finally:
         stop(process, api)
 
