@@ -4,15 +4,12 @@ docs/deploy.md), with the publish flow run on the stack's outputs in between."""
 import ast
 import functools
 import json
-import subprocess
-import sys
-import time
 
 import boto3
 import pytest
-import requests
 
 from model_build.stack import TEMPLATE
+from tests.conftest import run_moto
 from tests.infra import iam_check
 from tests.infra.test_templates import load_template
 
@@ -50,26 +47,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory):
     """moto's server (as tests/conftest.py starts it) with the change-set outputs fix."""
-    from clip_search.serving.server import free_port
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen([sys.executable, "-c", _MOTO_WITH_CHANGE_SET_OUTPUTS, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto server did not start on {url} (see {log.name})")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(10)
+    yield from run_moto(tmp_path_factory, "-c", _MOTO_WITH_CHANGE_SET_OUTPUTS)
 
 
 def test_the_lists_name_every_resource_of_the_template():
