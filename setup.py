@@ -39,6 +39,9 @@ EXTRAS = {
     "publish": ["boto3>=1.34", "sagemaker==2.257.7", "pyyaml>=6"],
     # The search page and API (`clip-search app`) and its AWS Lambda handler (Mangum).
     "app": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19"],
+    # The query function's image (container/Dockerfile.lambda): the app, OpenSearch, Lambda's runtime client.
+    "lambda": ["starlette>=0.40", "uvicorn>=0.30", "prometheus_client>=0.20", "python-multipart>=0.0.18", "mangum>=0.19",
+               "opensearch-py>=2.6", "boto3>=1.34", "awslambdaric>=3"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
@@ -50,6 +53,10 @@ EXTRAS = {
         # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
         "selenium>=4.20",
         "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
+        # infra/: template lint, and IAM action/ARN matching for the least-privilege test
+        # (checkov pins an old boto3: it runs from its own venv, infra/requirements-checkov.txt).
+        "cfn-lint>=1.20",
+        "parliament>=1.6",
     ],
     # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).
     "dev": ["mutmut>=3.3"],

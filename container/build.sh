@@ -8,6 +8,8 @@
 #                        MODEL LOAD FAILED line that says to use --variant full.
 #   --variant full       core + serve + package + openvino (torch CPU, open_clip, OpenVINO):
 #                        serves every runtime, torch artifacts included (the pre-slim image)
+#   --variant lambda     the query function for AWS Lambda (container/Dockerfile.lambda): core + the
+#                        `lambda` extra (app + opensearch + awslambdaric); no torch, no Java
 #   --offline (default)  build the wheelhouse on the host (build_wheelhouse.sh) and install only
 #                        from it inside the build: no PyPI, no CA set-up, works air-gapped.
 #   --online             install from PyPI inside the build, CPU torch from --torch-index-url
@@ -48,7 +50,8 @@ done
 case "$VARIANT" in
     slim) EXTRAS=serve; TAG="${TAG:-clip-search:latest}" ;;
     full) EXTRAS=serve,package,openvino; TAG="${TAG:-clip-search:full}" ;;
-    *) echo "unknown --variant: $VARIANT (slim or full)" >&2; exit 2 ;;
+    lambda) EXTRAS=lambda; TAG="${TAG:-clip-search:lambda}" ;;
+    *) echo "unknown --variant: $VARIANT (slim, full or lambda)" >&2; exit 2 ;;
 esac
 
 BUILD="$HERE/.build/$VARIANT"
@@ -73,6 +76,8 @@ mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
 # and Arrow (~370 MB installed, more than half the slim image) stay out. clip_search.search.index
 # imports them only when an index is opened; tests/container/test_image.py checks they are absent.
 NOT_SERVED="lancedb pyarrow filelock"
+# The query function encodes through the SageMaker endpoint: no in-process model runtime or tokenizer.
+[[ "$VARIANT" == lambda ]] && NOT_SERVED="$NOT_SERVED onnxruntime tokenizers"
 "$PYTHON" - "$BUILD"/project/clip_search-*.whl "$EXTRAS" "$NOT_SERVED" > "$BUILD/requirements.txt" <<'PY'
 import sys, zipfile
 from email.parser import Parser
@@ -99,6 +104,6 @@ started=$SECONDS
     --build-arg OFFLINE="$offline" \
     --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
     --build-arg VARIANT="$VARIANT" \
-    -t "$TAG" -f "$HERE/Dockerfile" "$HERE"
+    -t "$TAG" -f "$HERE/$([[ "$VARIANT" == lambda ]] && echo Dockerfile.lambda || echo Dockerfile)" "$HERE"
 echo "built $TAG ($VARIANT): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
      "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"

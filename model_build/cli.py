@@ -109,9 +109,9 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
 
 
 @publish.command("image")
-@click.option("--variant", type=click.Choice(["slim", "full"]), default="slim", show_default=True,
+@click.option("--variant", type=click.Choice(["slim", "full", "lambda"]), default="slim", show_default=True,
               help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
-                   "(its default tag ends in -full).")
+                   "(its default tag ends in -full); lambda: the query function.")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
 @settings("repository", "image_tag", "local_image", "registry")
 def image_command(variant, build_args, aws, state):
@@ -119,8 +119,9 @@ def image_command(variant, build_args, aws, state):
     from model_build.image import push_image
 
     uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
-    state.record(image_uri=uri)
-    click.echo(f"image_uri={uri}")
+    key = "lambda_image_uri" if variant == "lambda" else "image_uri"  # lambda: the query function (publish stack)
+    state.record(**{key: uri})
+    click.echo(f"{key}={uri}")
 
 
 @publish.command("evaluate")
@@ -236,3 +237,8 @@ def transform_command(catalogue, images_prefix, input_uri, output_uri, download_
     if wait and download_dir:
         collect_outputs(aws, output_uri, download_dir, raw_images=bool(images_prefix), echo=click.echo)
     click.echo(f"transform_output={output_uri}")
+
+
+from model_build import stack as _stack  # noqa: E402  (publish stack, publish teardown)
+
+_stack.add_commands(publish, settings)

@@ -153,7 +153,7 @@ class State:
 
     def fill(self, config: PublishConfig) -> PublishConfig:
         """Settings not given anywhere default to what earlier steps produced."""
-        for key in ("model_data", "image_uri", "model_package_arn", "evaluation"):
+        for key in ("model_data", "image_uri", "model_package_arn", "evaluation", "bucket", "role_arn"):
             if getattr(config, key) in (None, "") and self.get(key):
                 setattr(config, key, self.get(key))
         return config

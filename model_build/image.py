@@ -23,7 +23,7 @@ Runner = Callable[..., str]
 # container/build.sh --variant: slim (default, torch-free: onnx / onnx-int8 artifacts) or full
 # (torch, open_clip, OpenVINO: every runtime). The full image's default tag ends in "-full", so
 # the two never overwrite each other in one repository.
-VARIANTS = ("slim", "full")
+VARIANTS = ("slim", "full", "lambda")  # lambda: the query function (container/Dockerfile.lambda), tag -lambda
 DEFAULT_VARIANT = "slim"
 
 

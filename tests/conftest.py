@@ -60,11 +60,16 @@ def test_encoder(test_model_dir):
 # moto's server (a real process on 127.0.0.1) standing in for AWS: one per session, on a free port.
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory):
+    yield from run_moto(tmp_path_factory, "-m", "moto.server")
+
+
+def run_moto(tmp_path_factory, *python_args: str):
+    """Start `python PYTHON_ARGS -H 127.0.0.1 -p PORT` (moto's server), yield its URL once it answers."""
     from clip_search.serving.server import free_port
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen([sys.executable, *python_args, "-H", "127.0.0.1", "-p", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
