@@ -3,6 +3,7 @@
 One server per session on a free port; every test starts from a reset server with one bucket and
 one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_URL.
 """
+import json
 import os
 
 import boto3
@@ -14,6 +15,9 @@ from clip_search.serving.server import ModelServer
 
 REGION = "us-east-1"
 BUCKET = "clip-search-test-bucket"
+# The trust policy a SageMaker execution role has (what `clip-search publish stack` creates).
+SAGEMAKER_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def aws(moto_url, monkeypatch, tmp_path):
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
     iam = boto3.client("iam", region_name=REGION)
-    role_arn = iam.create_role(RoleName="clip-search-sagemaker", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    role_arn = iam.create_role(RoleName="clip-search-sagemaker", AssumeRolePolicyDocument=SAGEMAKER_TRUST)["Role"]["Arn"]
     return {"s3": s3, "sm": boto3.client("sagemaker", region_name=REGION), "ecr": boto3.client("ecr", region_name=REGION),
             "role_arn": role_arn, "bucket": BUCKET, "url": moto_url, "env": env, "tmp": tmp_path}
 
