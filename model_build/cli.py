@@ -123,12 +123,19 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
               help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
                    "(its default tag ends in -full).")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
-@settings("repository", "image_tag", "local_image", "registry")
+@settings("repository", "image_tag", "local_image", "registry", "image_uri")
 def image_command(variant, build_args, aws, state):
-    """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest."""
+    """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest.
+    With --image-uri / CLIP_SEARCH_IMAGE_URI (an image already pushed), nothing is built."""
+    from model_build.config import State
     from model_build.image import push_image
 
-    uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
+    config = aws.config
+    if config.image_uri and not State.remembered(config, "image_uri"):
+        click.echo(f"image given ({config.sources['image_uri']}): nothing built or pushed")
+        uri = config.image_uri
+    else:
+        uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
     state.record(image_uri=uri)
     click.echo(f"image_uri={uri}")
 

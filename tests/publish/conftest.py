@@ -5,14 +5,19 @@ one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_
 """
 import json
 import os
+import shutil
+import subprocess
+import tarfile
+import time
 
 import boto3
 import pytest
 import requests
 from click.testing import CliRunner
 
-from clip_search.serving.server import ModelServer
+from clip_search.serving.server import ModelServer, free_port
 
+DOCKER = "/usr/bin/docker"
 REGION = "us-east-1"
 BUCKET = "clip-search-test-bucket"
 # The trust policy a SageMaker execution role has (what `clip-search publish stack` creates).
@@ -63,3 +68,43 @@ def model_server(test_model_tar):
     """The real model server (multi-model-server) on the tiny test model: the data plane."""
     with ModelServer(test_model_tar) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def local_registry(tmp_path_factory):
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=open(root / "log", "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if requests.get(url + "/v2/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail(f"docker-registry did not start: {(root / 'log').read_text()[-500:]}")
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory):
+    """A one-file image made locally (no registry is reachable to pull a base)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "hello.txt").write_text("clip-search publish test\n")
+    archive = folder / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder / "hello.txt", arcname="hello.txt")
+    tag = "clip-search-publish-test:tiny"
+    subprocess.run([DOCKER, "import", str(archive), tag], check=True, capture_output=True)
+    yield tag
+    subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)

@@ -6,15 +6,10 @@ ECR's registry host, with moto providing the repository and the authorization to
 """
 import base64
 import json
-import shutil
-import subprocess
-import tarfile
-import time
 
 import pytest
 import requests
 
-from clip_search.serving.server import free_port
 from model_build.aws import Aws
 from model_build.config import load_config
 from model_build.image import BUILD_SCRIPT, push_image
@@ -88,46 +83,6 @@ def test_cli_variant_choices_default_slim_and_unknown_names_refused(aws, publish
     assert "[default: slim]" in publish_cli("image", "--help")
     out = publish_cli("image", "--variant", "bogus", expect=2)
     assert "Invalid value for '--variant'" in out and "'slim', 'full'" in out
-
-
-@pytest.fixture(scope="module")
-def local_registry(tmp_path_factory):
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=open(root / "log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if requests.get(url + "/v2/", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"docker-registry did not start: {(root / 'log').read_text()[-500:]}")
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def tiny_image(tmp_path_factory):
-    """A one-file image made locally (no registry is reachable to pull a base)."""
-    folder = tmp_path_factory.mktemp("tiny")
-    (folder / "hello.txt").write_text("clip-search publish test\n")
-    archive = folder / "rootfs.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(folder / "hello.txt", arcname="hello.txt")
-    tag = "clip-search-publish-test:tiny"
-    subprocess.run([DOCKER, "import", str(archive), tag], check=True, capture_output=True)
-    yield tag
-    subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)
 
 
 @pytest.mark.container

@@ -55,7 +55,7 @@ def test_catalogue_becomes_jsonl_shards_and_a_multirecord_line_job(deployable, p
     assert keys == ["clip-search/transform/input/catalogue/part-00000.jsonl"]
     records = [json.loads(line) for line in bodies[0].decode().splitlines()]
     assert [r["id"] for r in records] == [f"p{i}" for i in range(8)]
-    assert all(base64.b64decode(r["image"]) == p.read_bytes() for r, p in zip(records, photos))
+    assert all(base64.b64decode(r["image"]) == p.read_bytes() for r, p in zip(records, photos, strict=True))
     assert all(len(line) + 1 <= 1024 * 1024 for line in bodies[0].splitlines())
 
     [job] = aws["sm"].list_transform_jobs()["TransformJobSummaries"]
@@ -109,7 +109,7 @@ def test_jsonl_outputs_reach_the_indexer(deployable, publish_cli, catalogue, mod
     aws, (path, photos) = deployable, catalogue
     out = publish_cli("transform", "--catalogue", path, "--output-uri", f"s3://{aws['bucket']}/bt-out/")
     keys, bodies = _read_input(aws, "clip-search/transform/input/catalogue/")
-    for key, body in zip(keys, bodies):
+    for key, body in zip(keys, bodies, strict=True):
         answer = requests.post(model_server.url + "/invocations", data=body.rstrip(b"\n"), timeout=60, headers={
             "Content-Type": "application/jsonlines", "Accept": "application/jsonlines"})
         assert answer.status_code == 200, answer.text
