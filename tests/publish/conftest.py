@@ -39,6 +39,8 @@ def aws(moto_url, monkeypatch, tmp_path):
         "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config),
         "CLIP_SEARCH_PUBLISH_STATE": str(tmp_path / "state.json"), "CLIP_SEARCH_POLL_SECONDS": "1",
+        # No profile region from the machine's ~/.aws/config: tests write this file when they need one.
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
