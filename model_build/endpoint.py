@@ -27,12 +27,13 @@ def _exists(call, **kwargs) -> dict | None:
 def model_source(aws: Aws) -> tuple[str, dict]:
     """(model name, container definition) for the approved package, else image + artifact.
 
-    What the user gave wins over the state file: --image-uri and --model-data given by the user
-    deploy that image and artifact even when the state file remembers a package."""
+    What the user types wins over the state file: --image-uri and --model-data on the command line
+    deploy that image and artifact even when the state file remembers a package. Values from the
+    environment or the config file stand for every step (CodeBuild sets CLIP_SEARCH_IMAGE_URI for
+    register too), so they do not displace the package registered from them."""
     config = aws.config
-    typed = not any(State.remembered(config, key) for key in ("image_uri", "model_data"))
-    use_package = config.model_package_arn and not (
-        State.remembered(config, "model_package_arn") and config.image_uri and config.model_data and typed)
+    typed = all(config.sources.get(key, "").startswith("--") for key in ("image_uri", "model_data"))
+    use_package = config.model_package_arn and not (State.remembered(config, "model_package_arn") and typed)
     if use_package:
         arn = config.model_package_arn
         aws.check_arn_region(arn, "model package", "model_package_arn")
