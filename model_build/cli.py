@@ -3,7 +3,8 @@
 Every setting is a flag, an environment variable (shown in --help) or a key of the config file
 given with --config / CLIP_SEARCH_PUBLISH_CONFIG. Outputs of each step are recorded in the state
 file (--state / CLIP_SEARCH_PUBLISH_STATE, default ./.clip-search-publish.json) and are the
-defaults of the next steps.
+defaults of the next steps; what the user gives wins over them. --region and --account-id are
+accepted on the group (`publish --region R STEP`) and on every step (`publish STEP --region R`).
 """
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ class GroupOptions:
     config_file: str | None = None
     state_file: str | None = None
     region: str | None = None
+    account_id: str | None = None
+
+
+# Settings every step takes, on the group or on the step (the step's wins).
+GLOBAL = ("region", "account_id")
 
 
 def settings(*names: str):
-    """Add a --flag for each named setting; the command receives `aws` and `state`."""
+    """Add a --flag for each named setting (and GLOBAL's); the command receives `aws` and `state`."""
 
     def decorate(command):
         @functools.wraps(command)
@@ -34,8 +40,11 @@ def settings(*names: str):
             flags = {name: kwargs.pop(name) for name in list(kwargs) if name in FIELDS}
             # The group's options, whether run as `clip-search publish` or `python -m model_build`.
             group = click.get_current_context().find_object(GroupOptions) or GroupOptions()
+            for name in GLOBAL:
+                if flags.get(name) is None:
+                    flags[name] = getattr(group, name)
             try:
-                config = load_config({"region": group.region, **flags}, group.config_file)
+                config = load_config(flags, group.config_file)
                 state = State(group.state_file)
                 state.fill(config)
                 from model_build.aws import Aws
@@ -52,7 +61,7 @@ def settings(*names: str):
                     raise click.ClickException(f"AWS: {error}") from None
                 raise
 
-        for name in reversed(names):
+        for name in reversed(names + GLOBAL):
             field = FIELDS[name]
             wrapper = click.option(f"--{name.replace('_', '-')}", name, type=field.metadata["kind"], default=None,
                                    help=f"{field.metadata['help']} [env {field.metadata['env']}]"
@@ -67,11 +76,12 @@ def settings(*names: str):
               help="YAML or JSON file of settings (keys: the long flag names).")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), envvar="CLIP_SEARCH_PUBLISH_STATE",
               help="Where step outputs are recorded [default: ./.clip-search-publish.json].")
-@click.option("--region", help="AWS region [env AWS_REGION / AWS_DEFAULT_REGION].")
+@click.option("--region", help=f"{FIELDS['region'].metadata['help']} [env AWS_REGION / AWS_DEFAULT_REGION].")
+@click.option("--account-id", help=f"{FIELDS['account_id'].metadata['help']} [env CLIP_SEARCH_ACCOUNT_ID]")
 @click.pass_context
-def publish(ctx, config_file, state_file, region):
+def publish(ctx, config_file, state_file, region, account_id):
     """Ship the model to SageMaker: artifact, evaluate, image, register, approve, endpoint, transform."""
-    ctx.obj = GroupOptions(config_file, state_file, region)
+    ctx.obj = GroupOptions(config_file, state_file, region, account_id)
 
 
 @publish.command("artifact")
@@ -113,13 +123,20 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
               help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
                    "(its default tag ends in -full); lambda: the query function.")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
-@settings("repository", "image_tag", "local_image", "registry")
+@settings("repository", "image_tag", "local_image", "registry", "image_uri")
 def image_command(variant, build_args, aws, state):
-    """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest."""
+    """Step 2: build the image, push it to ECR (repository created if missing), print URI@digest.
+    With --image-uri / CLIP_SEARCH_IMAGE_URI (an image already pushed), nothing is built."""
+    from model_build.config import State
     from model_build.image import push_image
 
-    uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
+    config = aws.config
     key = "lambda_image_uri" if variant == "lambda" else "image_uri"  # lambda: the query function (publish stack)
+    if key == "image_uri" and config.image_uri and not State.remembered(config, "image_uri"):
+        click.echo(f"image given ({config.sources['image_uri']}): nothing built or pushed")
+        uri = config.image_uri
+    else:
+        uri = push_image(aws, build_args=list(build_args), echo=click.echo, variant=variant)
     state.record(**{key: uri})
     click.echo(f"{key}={uri}")
 
@@ -169,7 +186,9 @@ def register_command(aws, state):
         raise EvaluationGateError(f"evaluation gate: not registered: {given} given but there is no evaluation "
                                   "(run `publish evaluate` or give --evaluation)")
     arn = register_model(aws, evaluation, echo=click.echo)
-    state.record(model_package_arn=arn)
+    # A re-run (or endpoint/transform) needs the image and artifact too, however they were given.
+    state.record(model_package_arn=arn, image_uri=config.image_uri, model_data=config.model_data,
+                 evaluation=evaluation[0] if evaluation else None)
     click.echo(f"model_package_arn={arn}")
 
 
@@ -183,7 +202,8 @@ def approve_command(status, force, aws, state):
     from model_build.registry import approve
 
     aws.config.require("model_package_arn")
-    approve(aws, aws.config.model_package_arn, status, force=force, echo=click.echo)
+    approved = approve(aws, aws.config.model_package_arn, status, force=force, echo=click.echo)
+    click.echo(f"approval_status={approved}")
 
 
 @publish.command("endpoint")

@@ -2,8 +2,11 @@
 
 Precedence: a flag beats an environment variable, which beats the config file, which beats the
 default. Nothing account-specific has a default: bucket, role and region must be given.
-Outputs of earlier steps (artifact URI, image URI, model package ARN) are remembered in a state
-file, so `publish register` after `publish artifact` and `publish image` needs no copying.
+Outputs of earlier steps (artifact URI, image URI, evaluation, model package ARN) are remembered in
+a state file, so `publish register` after `publish artifact` and `publish image` needs no copying;
+they fill only what the user gave nowhere, and `config.sources` says where each setting came from.
+The region follows clip_search.aws_region's rule (flag, AWS_REGION, AWS_DEFAULT_REGION, config
+file, profile).
 """
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from clip_search import content_types as ct
+from clip_search.aws_region import region_from_environment
 from model_build.errors import PublishError
 
 CONFIG_ENV = "CLIP_SEARCH_PUBLISH_CONFIG"
@@ -24,6 +29,11 @@ CONTENT_TYPES = list(ct.REQUEST_TYPES)
 RESPONSE_TYPES = list(ct.RESPONSE_TYPES)
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# The step whose output a setting is: what to run first when it is missing.
+PRODUCED_BY = {"model_data": "artifact", "image_uri": "image", "evaluation": "evaluate",
+               "model_package_arn": "register"}
+# Prerequisites made once per account: `publish stack` creates them.
+PREREQUISITES = ("bucket", "role_arn")
 
 
 def _field(env: str, default=None, help: str = "", kind=str):
@@ -32,7 +42,7 @@ def _field(env: str, default=None, help: str = "", kind=str):
 
 @dataclasses.dataclass
 class PublishConfig:
-    region: str | None = _field("AWS_REGION", None, "AWS region (also AWS_DEFAULT_REGION).")
+    region: str | None = _field("AWS_REGION", None, "AWS region (else AWS_DEFAULT_REGION, else the profile's).")
     account_id: str | None = _field("CLIP_SEARCH_ACCOUNT_ID", None, "Expected AWS account: refuse to publish with credentials of another.")
     bucket: str | None = _field("CLIP_SEARCH_BUCKET", None, "S3 bucket for the model artifact and Batch Transform data.")
     prefix: str = _field("CLIP_SEARCH_S3_PREFIX", "clip-search", "S3 key prefix under the bucket.")
@@ -67,12 +77,25 @@ class PublishConfig:
     max_concurrent_transforms: int = _field("CLIP_SEARCH_MAX_CONCURRENT_TRANSFORMS", 2, "Batch Transform requests in flight per instance.", int)
     poll_seconds: int = _field("CLIP_SEARCH_POLL_SECONDS", 15, "Seconds between status polls while waiting.", int)
 
+    # Where each setting came from ("--bucket", "CLIP_SEARCH_BUCKET", "config file X", "state file X");
+    # load_config and State.fill set it on the instance.
+    sources: ClassVar[dict] = {}
+
     def require(self, *names: str) -> None:
-        """Fail with every missing setting named, with its flag and environment variable."""
+        """Fail with every missing setting named, with its flag and environment variable, and the
+        step to run first when it is an earlier step's output."""
         missing = [name for name in names if getattr(self, name) in (None, "")]
-        if missing:
-            hints = ", ".join(f"--{n.replace('_', '-')} / {FIELDS[n].metadata['env']}" for n in missing)
-            raise PublishError(f"missing setting(s): {hints} (or put them in the config file)")
+        if not missing:
+            return
+        hints = ", ".join(f"--{n.replace('_', '-')} / {FIELDS[n].metadata['env']}" for n in missing)
+        steps = [PRODUCED_BY[n] for n in missing if n in PRODUCED_BY]
+        if steps:
+            raise PublishError(f"missing {hints}: run {' and '.join(f'`clip-search publish {s}`' for s in steps)} "
+                               "first (or give the setting)")
+        if any(n in PREREQUISITES for n in missing):
+            raise PublishError(f"missing setting(s): {hints} (create the bucket and the SageMaker execution role "
+                               "with `clip-search publish stack`, or put them in the config file)")
+        raise PublishError(f"missing setting(s): {hints} (or put them in the config file)")
 
     def validate(self) -> "PublishConfig":
         if self.memory_mb not in SERVERLESS_MEMORY_MB:
@@ -122,18 +145,26 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
                 environ: dict | None = None) -> PublishConfig:
     environ = os.environ if environ is None else environ
     values = read_config_file(config_file)
+    where = config_file or environ.get(CONFIG_ENV)
+    sources = {name: f"config file {where}" for name in values}
     for name, field in FIELDS.items():
-        env_value = environ.get(field.metadata["env"])
-        if name == "region" and not env_value:
-            env_value = environ.get("AWS_DEFAULT_REGION")
+        variable = field.metadata["env"]
+        if name == "region":
+            env_value, variable = region_from_environment(environ)
+        else:
+            env_value = environ.get(variable)
         if env_value not in (None, ""):
-            values[name] = env_value
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+            values[name], sources[name] = env_value, variable
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name], sources[name] = value, f"--{name.replace('_', '-')}"
     try:
         values = {k: FIELDS[k].metadata["kind"](v) if v is not None else None for k, v in values.items()}
     except ValueError as error:
         raise PublishError(f"bad setting value: {error}") from None
-    return PublishConfig(**values).validate()
+    config = PublishConfig(**values).validate()
+    config.sources = sources
+    return config
 
 
 class State:
@@ -147,13 +178,22 @@ class State:
         return self.data.get(key)
 
     def record(self, **values) -> None:
+        """Remember outputs; the file is replaced whole, so a killed step leaves the old one."""
         self.data.update(values)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        os.replace(scratch, self.path)
 
     def fill(self, config: PublishConfig) -> PublishConfig:
-        """Settings not given anywhere default to what earlier steps produced."""
-        for key in ("model_data", "image_uri", "model_package_arn", "evaluation", "bucket", "role_arn"):
+        """Settings the user gave nowhere default to what earlier steps (and `publish stack`) produced."""
+        for key in (*PRODUCED_BY, *PREREQUISITES):
             if getattr(config, key) in (None, "") and self.get(key):
                 setattr(config, key, self.get(key))
+                config.sources = {**config.sources, key: f"state file {self.path}"}
         return config
+
+    @staticmethod
+    def remembered(config: PublishConfig, key: str) -> bool:
+        """Whether the setting came from this file rather than from the user."""
+        return config.sources.get(key, "").startswith("state file ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from model_build.aws import Aws, client_error_code
+from model_build.config import State
 from model_build.errors import PublishError
 
 IN_SERVICE = "InService"
@@ -24,22 +25,32 @@ def _exists(call, **kwargs) -> dict | None:
 
 
 def model_source(aws: Aws) -> tuple[str, dict]:
-    """(model name, container definition) for the approved package, else image + artifact."""
+    """(model name, container definition) for the approved package, else image + artifact.
+
+    What the user types wins over the state file: --image-uri and --model-data on the command line
+    deploy that image and artifact even when the state file remembers a package. Values from the
+    environment or the config file stand for every step (CodeBuild sets CLIP_SEARCH_IMAGE_URI for
+    register too), so they do not displace the package registered from them."""
     config = aws.config
-    if config.model_package_arn:
-        package = _exists(aws.client("sagemaker").describe_model_package, ModelPackageName=config.model_package_arn)
+    typed = all(config.sources.get(key, "").startswith("--") for key in ("image_uri", "model_data"))
+    use_package = config.model_package_arn and not (State.remembered(config, "model_package_arn") and typed)
+    if use_package:
+        arn = config.model_package_arn
+        aws.check_arn_region(arn, "model package", "model_package_arn")
+        package = _exists(aws.client("sagemaker").describe_model_package, ModelPackageName=arn)
         if package is None:
-            raise PublishError(f"model package {config.model_package_arn} does not exist")
+            raise aws.not_found("model package", arn, "model_package_arn")
         if package["ModelApprovalStatus"] != "Approved":
-            raise PublishError(f"model package {config.model_package_arn} is {package['ModelApprovalStatus']}: "
-                               "approve it first (clip-search publish approve)")
-        version = package.get("ModelPackageVersion") or config.model_package_arn.rsplit("/", 1)[-1]
+            raise PublishError(f"model package {arn} is {package['ModelApprovalStatus']}: "
+                               "run `clip-search publish approve` first")
+        version = package.get("ModelPackageVersion") or arn.rsplit("/", 1)[-1]
         name = f"{config.package_group}-v{version}"
-        return name[:63], {"ModelPackageName": config.model_package_arn}
+        return name[:63], {"ModelPackageName": arn}
     if config.image_uri and config.model_data:
         digest = hashlib.sha256(f"{config.image_uri}\n{config.model_data}".encode()).hexdigest()[:10]
         return f"{config.endpoint_name[:52]}-{digest}", {"Image": config.image_uri, "ModelDataUrl": config.model_data}
-    raise PublishError("nothing to deploy: give --model-package-arn (approved), or --image-uri and --model-data")
+    raise PublishError("nothing to deploy: run `clip-search publish register` and `approve` first "
+                       "(or give --model-package-arn, or --image-uri and --model-data)")
 
 
 def serverless_variant(model_name: str, memory_mb: int, max_concurrency: int) -> dict:

@@ -93,9 +93,12 @@ def approve(aws: Aws, package_arn: str, status: str = "Approved", force: bool = 
     from model_build.evaluation import package_evaluation
 
     sm = aws.client("sagemaker")
+    aws.check_arn_region(package_arn, "model package", "model_package_arn")
     try:
         package = sm.describe_model_package(ModelPackageName=package_arn)
     except Exception as error:
+        if client_error_code(error) in ("ValidationException", "ResourceNotFound"):
+            raise aws.not_found("model package", package_arn, "model_package_arn") from None
         raise PublishError(f"model package {package_arn}: {error}") from None
     current = package["ModelApprovalStatus"]
     if current == status:

@@ -7,6 +7,7 @@ import click
 import numpy as np
 import orjson
 
+from clip_search.aws_region import region_option
 from clip_search.errors import ClipSearchError, RequestError
 
 
@@ -24,6 +25,7 @@ def _decode(encoder, path: Path):
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
               help="model.tar.gz or an extracted artifact directory (encode in this process).")
 @click.option("--endpoint", help="A SageMaker endpoint name, or the URL of a running server.")
+@region_option
 def encode(texts, images, model_path, endpoint):
     """Print {"embeddings", "dim", "model"} for TEXTS and/or --image files as JSON."""
     if bool(model_path) == bool(endpoint):

@@ -4,7 +4,7 @@
 region and `AWS_ENDPOINT_URL` come from the usual places); `EndpointClient("http://host:8080")`
 POSTs to URL + "/invocations" (our native server, the container, SageMaker local mode).
 
-Requests use the handler's JSON Lines wire format (README, "Handler contract"): one `{"id", "text"|"image"}` per
+Requests use the handler's JSON Lines wire format (README.md, "Handler contract"): one `{"id", "text"|"image"}` per
 line in, one `{"id", "embedding"}` or `{"id", "error"}` per line out. Records are packed into as
 few requests as fit under `max_payload_bytes`; SageMaker refuses larger bodies (serverless 4 MB,
 real-time 6 MB), so the default is the smaller of the two.
@@ -88,7 +88,9 @@ class EndpointClient:
                 import boto3
                 from botocore.config import Config
 
-                runtime_client = boto3.client("sagemaker-runtime", region_name=region,
+                from clip_search.aws_region import require_region
+
+                runtime_client = boto3.client("sagemaker-runtime", region_name=require_region(region),
                                               config=Config(read_timeout=timeout, retries={"mode": "standard"}))
             self.url = None
             self._runtime = runtime_client

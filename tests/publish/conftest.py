@@ -3,6 +3,7 @@
 One server per session on a free port; every test starts from a reset server with one bucket and
 one role, and all AWS and SageMaker SDK traffic goes to it through AWS_ENDPOINT_URL.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -16,9 +17,12 @@ from click.testing import CliRunner
 
 from clip_search.serving.server import ModelServer, free_port
 
+DOCKER = "/usr/bin/docker"
 REGION = "us-east-1"
 BUCKET = "clip-search-test-bucket"
-DOCKER = "/usr/bin/docker"
+# The trust policy a SageMaker execution role has (what `clip-search publish stack` creates).
+SAGEMAKER_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
 @pytest.fixture
@@ -35,13 +39,15 @@ def aws(moto_url, monkeypatch, tmp_path):
         "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config),
         "CLIP_SEARCH_PUBLISH_STATE": str(tmp_path / "state.json"), "CLIP_SEARCH_POLL_SECONDS": "1",
+        # No profile region from the machine's ~/.aws/config: tests write this file when they need one.
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
     iam = boto3.client("iam", region_name=REGION)
-    role_arn = iam.create_role(RoleName="clip-search-sagemaker", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    role_arn = iam.create_role(RoleName="clip-search-sagemaker", AssumeRolePolicyDocument=SAGEMAKER_TRUST)["Role"]["Arn"]
     return {"s3": s3, "sm": boto3.client("sagemaker", region_name=REGION), "ecr": boto3.client("ecr", region_name=REGION),
             "role_arn": role_arn, "bucket": BUCKET, "url": moto_url, "env": env, "tmp": tmp_path}
 

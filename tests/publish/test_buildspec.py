@@ -1,19 +1,29 @@
-"""buildspec.yml: it parses, every command it runs exists here, and its build phase runs against moto."""
+"""buildspec.yml: it parses, every command it runs exists here, and its build phase runs against moto
+(in the test venv, and in a fresh virtual environment made by the buildspec's own install phase)."""
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from model_build.cli import publish
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((REPO / "buildspec.yml").read_text())
 BUILD = SPEC["phases"]["build"]["commands"]
+INSTALL = SPEC["phases"]["install"]["commands"]
+PRE_BUILD = SPEC["phases"]["pre_build"]["commands"]
+# Fresh environments made by the install phase, one per (install lines, constraints, setup.py,
+# checkout, Python): a change to any of them makes a new one.
+FRESH_VENVS = Path(os.environ.get("CLIP_SEARCH_FRESH_VENVS", REPO / "build" / "buildspec-venvs"))
 
 
 def test_buildspec_shape():
@@ -41,13 +51,28 @@ def test_every_command_exists_in_the_project():
         assert "--" + name[len("CLIP_SEARCH_"):].lower().replace("_", "-") in register_flags
 
 
-def run_build_phase(env: dict, tmp: Path) -> subprocess.CompletedProcess:
-    """The build phase as CodeBuild runs it: one bash shell, stop at the first failing command."""
-    script = "set -e\n" + "\n".join(BUILD) + "\n"
+def spec_variables() -> dict:
     variables = {k: str(v).split("  #")[0] for k, v in SPEC["env"]["variables"].items()}
-    bin_dir = str(Path(sys.executable).parent)
-    full_env = {**os.environ, **variables, **env, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    return subprocess.run(["bash", "-c", script], cwd=tmp, env=full_env, capture_output=True, text=True, timeout=600)
+    # PyTorch's CPU index is for CodeBuild; here pip's own configuration (this machine's local
+    # indexes, the CPU torch wheel) stands in for it, and an environment value would replace that.
+    variables.pop("PIP_EXTRA_INDEX_URL")
+    return variables
+
+
+def run_phase(commands: list[str], env: dict, cwd: Path, bin_dir: Path | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """One phase as CodeBuild runs it: one bash shell, stop at the first failing command. With
+    bin_dir (a fresh venv's), the test venv's bin folder is left off PATH."""
+    script = "set -e\n" + "\n".join(commands) + "\n"
+    own = Path(sys.executable).parent
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if bin_dir is None or Path(p) != own]
+    full_env = {**os.environ, **spec_variables(), **env, "PATH": os.pathsep.join([str(bin_dir or own), *path])}
+    return subprocess.run(["bash", "-c", script], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_build_phase(env: dict, tmp: Path) -> subprocess.CompletedProcess:
+    return run_phase(BUILD, env, tmp)
 
 
 def _dry_run_env(aws, **extra):
@@ -106,3 +131,54 @@ def test_build_phase_dry_run_pushes_the_image(aws, local_registry, tiny_image):
     [package] = aws["sm"].list_model_packages(ModelPackageGroupName="clip-search")["ModelPackageSummaryList"]
     spec = aws["sm"].describe_model_package(ModelPackageName=package["ModelPackageArn"])["InferenceSpecification"]
     assert spec["Containers"][0]["Image"].startswith(f"{local_registry}/clip-search@sha256:")
+
+
+def fresh_venv() -> tuple[Path, float | None]:
+    """A virtual environment holding only what the install phase installs (-> its bin folder, and the
+    seconds the install took, None when an earlier run had made it). It is made with `python -m venv`
+    (no system site-packages) and kept once the whole phase has passed."""
+    key = hashlib.sha256("\n".join([*INSTALL, (REPO / "constraints.txt").read_text(), (REPO / "setup.py").read_text(),
+                                     str(REPO), sys.version]).encode()).hexdigest()[:16]
+    venv = FRESH_VENVS / key
+    FRESH_VENVS.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(venv) + ".lock"):
+        if (venv / "installed").is_file():
+            return venv / "bin", None
+        shutil.rmtree(venv, ignore_errors=True)
+        python = shutil.which("python3.11") or sys.executable
+        # The base interpreter, not the test venv's: nothing of the test venv is visible inside.
+        base = subprocess.run([python, "-c", "import sys; print(sys._base_executable)"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        started = time.monotonic()
+        result = run_phase(INSTALL, {"VIRTUAL_ENV": str(venv), "PYTHONPATH": ""}, REPO, venv / "bin", timeout=3600)
+        assert result.returncode == 0, f"install phase failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        seconds = time.monotonic() - started
+        (venv / "installed").write_text(f"{seconds:.0f} s\n")
+        return venv / "bin", seconds
+
+
+@pytest.mark.container  # the first run installs torch & co. into a fresh venv: minutes, like an image build
+def test_the_install_phase_installs_what_the_build_phase_runs(aws):
+    """The install phase in a fresh venv, then pre_build and build there: an extra the buildspec does
+    not install (the artifact step's `package`, the register step's `publish`) fails the build."""
+    bin_dir, seconds = fresh_venv()
+    print(f"fresh venv {bin_dir.parent.name}: " + (f"install phase {seconds:.0f} s" if seconds else "cached"))
+    # PYTHONPATH emptied: the checkout is reached only through the venv's own (editable) install.
+    env = {**_dry_run_env(aws, CLIP_SEARCH_IMAGE_URI="123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:"
+                          + "e" * 64, DEPLOY_ENDPOINT="true", CLIP_SEARCH_APPROVAL_STATUS="Approved"),
+           "VIRTUAL_ENV": str(bin_dir.parent), "PYTHONPATH": ""}
+    which = run_phase(["command -v clip-search python"], env, aws["tmp"], bin_dir)
+    assert which.stdout.split() == [str(bin_dir / "clip-search"), str(bin_dir / "python")]
+    for phase in (PRE_BUILD, BUILD):
+        result = run_phase(phase, env, aws["tmp"], bin_dir, timeout=900)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "packaged" in result.stdout and "uploaded artifact" in result.stdout
+    [package] = aws["sm"].list_model_packages(ModelPackageGroupName="clip-search")["ModelPackageSummaryList"]
+    assert package["ModelApprovalStatus"] == "Approved"
+    state = json.loads((aws["tmp"] / "publish-state.json").read_text())
+    assert state["model_package_arn"] == package["ModelPackageArn"]
+    endpoint = aws["sm"].describe_endpoint(EndpointName="clip-search")
+    assert endpoint["EndpointStatus"] == "InService"
+    config = aws["sm"].describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    assert "ServerlessConfig" in config["ProductionVariants"][0]

@@ -73,7 +73,7 @@ def test_approval_status_is_configurable_and_approve_is_idempotent(published, pu
 def test_endpoint_refuses_an_unapproved_package(published, publish_cli):
     publish_cli("register")
     out = publish_cli("endpoint", expect=1)
-    assert "is PendingManualApproval: approve it first" in out
+    assert "is PendingManualApproval: run `clip-search publish approve` first" in out
     assert published["sm"].list_endpoints()["Endpoints"] == []
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from clip_search.aws_region import region_option
 from clip_search.search.cli import ENDPOINT_ENV, MODEL_ENV
 
 
@@ -61,6 +62,7 @@ def _stop_on_sigterm():
               help=f"Encode queries in process with this model artifact [env {MODEL_ENV}].")
 @click.option("--endpoint", envvar=ENDPOINT_ENV, metavar="URL_OR_NAME",
               help=f"Encode queries with a running endpoint: our server's URL or a SageMaker endpoint name [env {ENDPOINT_ENV}].")
+@region_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
 @click.option("--image-root", "image_roots", multiple=True, type=click.Path(file_okay=False, exists=True),

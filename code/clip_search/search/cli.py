@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from clip_search.aws_region import region_option
 from clip_search.search.errors import IndexNotFoundError, QueryError, SearchError
 from clip_search.search.filters import parse_filters
 
@@ -20,7 +21,7 @@ def _encoder_options(function):
                             help=f"Encode with a running endpoint: our server's URL or a SageMaker endpoint name [env {ENDPOINT_ENV}].")(function)
     function = click.option("--model", envvar=MODEL_ENV, metavar="model.tar.gz",
                             help=f"Encode in-process with this model artifact (file or extracted folder) [env {MODEL_ENV}].")(function)
-    return function
+    return region_option(function)  # the endpoint's (and an s3:// or AWS OpenSearch index's) region
 
 
 def _client(index: str, model: str | None, endpoint: str | None, need_encoder: bool = True):

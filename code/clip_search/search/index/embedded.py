@@ -622,8 +622,12 @@ def _storage_options(location: str) -> dict:
         if endpoint.startswith("http://"):
             options["allow_http"] = "true"
     for variable, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
-                          ("AWS_SESSION_TOKEN", "aws_session_token"), ("AWS_DEFAULT_REGION", "aws_region"),
-                          ("AWS_REGION", "aws_region")):
+                          ("AWS_SESSION_TOKEN", "aws_session_token")):
         if os.environ.get(variable):
             options[key] = os.environ[variable]
+    from clip_search.aws_region import resolve_region
+
+    region = resolve_region()[0]
+    if region:
+        options["aws_region"] = region
     return options

@@ -142,8 +142,9 @@ def _sigv4_auth(aws_host):
     credentials = session.get_credentials()
     if credentials is None:
         raise SearchError("SigV4 auth needs AWS credentials (none found in the default credential chain)")
-    region = (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
-              or (aws_host.group("region") if aws_host else None))
+    from clip_search.aws_region import resolve_region
+
+    region = resolve_region()[0] or (aws_host.group("region") if aws_host else None)
     if not region:
         raise SearchError("SigV4 auth needs a region: set AWS_REGION")
     service = aws_host.group("service") if aws_host else os.environ.get("OPENSEARCH_SERVICE", "es")
