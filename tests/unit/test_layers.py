@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROOTS = {"clip_search": REPO / "code" / "clip_search", "model_build": REPO / "model_build"}
 
 CORE = {"artifact", "encoder", "images", "preprocess", "tokenizer", "files", "settings", "errors", "extras",
-        "runtimes", "endpoint_client", "content_types", "demo_data"}
+        "runtimes", "endpoint_client", "content_types", "demo_data", "aws_region"}
 TOP = {"cli", "demo", "encode_cli"}
 LAYERS = {**{name: "core" for name in CORE}, **{name: "top" for name in TOP},
           "serving": "serving", "search": "search", "app": "app", "packaging": "packaging"}
