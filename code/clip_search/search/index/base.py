@@ -29,6 +29,13 @@ class UpsertReport:
     indexed: int = 0
     products: int = 0  # products read (SearchClient.index_catalogue)
     errors: list = field(default_factory=list)  # [(product id, reason)]
+    # Incremental indexing (SearchClient.index_catalogue): of the products read, how many were new,
+    # how many changed (content hash differs or none stored), how many unchanged (not encoded);
+    # `deleted`: products no longer in the catalogue removed by sync.
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
 
 
 class VectorIndex(ABC):
@@ -72,6 +79,12 @@ class VectorIndex(ABC):
     @abstractmethod
     def delete(self, ids: Iterable[str]) -> int:
         """Delete products by id (ids not in the index are ignored); returns how many were deleted."""
+
+    @abstractmethod
+    def content_hashes(self) -> dict[str, str | None]:
+        """Every product id in the index -> the content hash stored with it (Product.content_hash),
+        None where it was indexed without one (an index from before hashes were kept): incremental
+        indexing treats that as changed."""
 
     @abstractmethod
     def count(self) -> int:
