@@ -236,3 +236,8 @@ def transform_command(catalogue, images_prefix, input_uri, output_uri, download_
     if wait and download_dir:
         collect_outputs(aws, output_uri, download_dir, raw_images=bool(images_prefix), echo=click.echo)
     click.echo(f"transform_output={output_uri}")
+
+
+from model_build.pipelines.cli import pipeline_command  # noqa: E402 - needs `settings` above
+
+publish.add_command(pipeline_command)

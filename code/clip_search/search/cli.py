@@ -95,7 +95,8 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
             click.echo(f"  not indexed: {product_id}: {reason}", err=True)
         if len(report.errors) > 20:
             click.echo(f"  … and {len(report.errors) - 20} more", err=True)
-        click.echo(f"skipped {report.unchanged} unchanged products ({report.added} added, {report.updated} updated)")
+        if report.unchanged or report.updated or sync:  # the index held products already
+            click.echo(f"skipped {report.unchanged} unchanged products ({report.added} added, {report.updated} updated)")
         if sync:
             click.echo(f"deleted {report.deleted} products no longer in the catalogue")
         click.echo(f"indexed {report.indexed} of {report.products} products into {index_location} "
