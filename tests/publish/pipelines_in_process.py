@@ -7,6 +7,10 @@ properties (`InProcessEquivalent`):
   the executor evaluated from the definition) runs in this process, with its inputs downloaded from
   S3 (moto's) into a folder standing for /opt/ml/processing and its outputs uploaded to the S3
   URIs of the definition. (tests/local_mode runs them in the Docker image instead.)
+- CreateModel: the SDK's local executor calls its local client's signature; the step's arguments
+  go to CreateModel (moto's) instead.
+- Transform: moto completes a transform job without running it; the real model server on this
+  machine answers the job's input, as Batch Transform does (_TransformThroughModelServer).
 - RegisterModel: local pipelines cannot run it ("Unsupported step type"); its evaluated arguments
   go to CreateModelPackage (moto's).
 """
@@ -87,10 +91,73 @@ class _RegisterThroughApi(_StepExecutor):
         return {"ModelPackageArn": arn, "InProcessEquivalent": "CreateModelPackage called with the step's arguments"}
 
 
+class _TransformThroughModelServer(_StepExecutor):
+    """Batch Transform (moto completes a transform job without running it): the model the
+    CreateModel step registered (its ModelDataUrl) served by the real multi-model-server, every
+    input file posted line by line in requests under MaxPayloadInMB (SplitType=Line, MultiRecord),
+    the answers assembled by line into `<input file>.out` under the output path."""
+
+    def execute(self):
+        import tempfile
+
+        import requests
+
+        from clip_search.endpoint_client import pack_lines
+        from clip_search.serving.server import ModelServer
+
+        arguments = self.pipline_executor.evaluate_step_arguments(self.step)
+        session = self.pipline_executor.sagemaker_session.boto_session
+        s3 = session.client("s3")
+        model = session.client("sagemaker").describe_model(ModelName=arguments["ModelName"])
+        source = arguments["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+        output = arguments["TransformOutput"]["S3OutputPath"].rstrip("/")
+        limit = arguments.get("MaxPayloadInMB", 6) * 1024 * 1024
+        with tempfile.TemporaryDirectory(prefix="clip-search-transform-") as scratch:
+            artifact = Path(scratch) / "model.tar.gz"
+            s3.download_file(*_split(model["PrimaryContainer"]["ModelDataUrl"]), str(artifact))
+            bucket, prefix = _split(source)
+            keys = [entry["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                    for entry in page.get("Contents", [])]
+            with ModelServer(artifact) as server:
+                for key in keys:
+                    lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+                    answers = []
+                    for batch in pack_lines([line for line in lines if line.strip()], limit):
+                        self.pipline_executor.records_encoded += len(batch)
+                        response = requests.post(server.url + "/invocations", data=b"\n".join(batch) + b"\n",
+                                                 headers={"Content-Type": arguments["TransformInput"]["ContentType"],
+                                                          "Accept": arguments["TransformOutput"]["Accept"]}, timeout=300)
+                        response.raise_for_status()
+                        answers.append(response.content.rstrip(b"\n"))
+                    out_bucket, out_prefix = _split(f"{output}/{key[len(prefix):].lstrip('/')}.out")
+                    s3.put_object(Bucket=out_bucket, Key=out_prefix, Body=b"\n".join(answers) + b"\n")
+        return {"TransformOutput": {"S3OutputPath": output}, "TransformJobStatus": "Completed",
+                "InProcessEquivalent": "Batch Transform served by the real model server on this machine"}
+
+
+class _CreateModelThroughApi(_StepExecutor):
+    """The SDK's local CreateModel calls its local client's signature (name first); here the step's
+    evaluated arguments go to CreateModel (moto's) as the service takes them."""
+
+    def execute(self):
+        from sagemaker.utils import unique_name_from_base
+
+        arguments = self.pipline_executor.evaluate_step_arguments(self.step)
+        client = self.pipline_executor.sagemaker_session.boto_session.client("sagemaker")
+        name = unique_name_from_base(self.step.name)
+        client.create_model(ModelName=name, **arguments)
+        return {**client.describe_model(ModelName=name),
+                "InProcessEquivalent": "CreateModel called with the step's arguments"}
+
+
 class _Factory(_StepExecutorFactory):
     def get(self, step):
         if step.step_type == StepTypeEnum.PROCESSING:
             return _InProcessProcessing(self.pipeline_executor, step)
+        if step.step_type == StepTypeEnum.CREATE_MODEL:
+            return _CreateModelThroughApi(self.pipeline_executor, step)
+        if step.step_type == StepTypeEnum.TRANSFORM:
+            return _TransformThroughModelServer(self.pipeline_executor, step)
         if step.step_type == StepTypeEnum.REGISTER_MODEL:
             return _RegisterThroughApi(self.pipeline_executor, step)
         return super().get(step)
@@ -114,5 +181,8 @@ def run_pipeline(pipeline, parameters: dict, workdir, session, execution_id: str
     execution = _Execution(execution_id, pipeline, PipelineParameters=parameters, local_session=session)
     executor = LocalPipelineExecutor(execution, session)
     executor.workdir = str(workdir)
+    executor.records_encoded = 0  # records the transform equivalent sent to the model server
     executor._step_executor_factory = _Factory(executor)
-    return executor.execute()
+    execution = executor.execute()
+    execution.records_encoded = executor.records_encoded
+    return execution
