@@ -6,7 +6,8 @@ properties (`InProcessEquivalent`):
 - Processing: the job's entry point (`python -m model_build.pipelines.jobs STEP` + the arguments
   the executor evaluated from the definition) runs in this process, with its inputs downloaded from
   S3 (moto's) into a folder standing for /opt/ml/processing and its outputs uploaded to the S3
-  URIs of the definition. (tests/local_mode runs them in the Docker image instead.)
+  URIs of the definition. Not in the image: in local mode the job's container could not reach moto
+  or the OpenSearch stand-in, which listen on 127.0.0.1 only (docker-compose puts it on a bridge).
 - CreateModel: the SDK's local executor calls its local client's signature; the step's arguments
   go to CreateModel (moto's) instead.
 - Transform: moto completes a transform job without running it; the real model server on this

@@ -1,6 +1,6 @@
 """The catalogue refresh pipeline end to end on real photos, run by the SDK's own local executor with
 processing jobs in process and Batch Transform answered by the real model server
-(tests/publish/pipelines_in_process.py; tests/local_mode runs the same in Docker): the first run
+(tests/publish/pipelines_in_process.py): the first run
 encodes every product, the next (2 changed, 1 added, 1 removed) encodes 3 and deletes 1, an
 unchanged one encodes nothing; the index (LanceDB on moto's S3, the OpenSearch stand-in) then holds
 exactly the catalogue."""
