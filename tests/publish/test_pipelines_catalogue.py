@@ -4,8 +4,6 @@ processing jobs in process and Batch Transform answered by the real model server
 encodes every product, the next (2 changed, 1 added, 1 removed) encodes 3 and deletes 1, an
 unchanged one encodes nothing; the index (LanceDB on moto's S3, the OpenSearch stand-in) then holds
 exactly the catalogue."""
-import json
-
 import pytest
 
 from tests.publish.conftest import BUCKET
@@ -106,4 +104,7 @@ def test_failures_over_the_threshold_fail_the_execution_with_the_rate(aws, sessi
     assert execution.status == "Failed"
     message = execution.step_execution["TooManyFailures"].properties["ErrorMessage"]
     assert message.startswith("failure rate 0.125 is over MaxFailureRate 0.1 - see s3://")
-    assert json.loads(json.dumps(message))  # one line, names the report
+    report_uri = message.rsplit(" ", 1)[-1]
+    assert "\n" not in message and report_uri.endswith("/run/report/report.json")
+    report = _read_json(aws["s3"], report_uri)  # the report it names: the unreadable photo, by id
+    assert report["failed"] == 1 and report["failures"][0][0] == next(iter(shop.rows))
