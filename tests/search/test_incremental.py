@@ -26,10 +26,12 @@ def counted(monkeypatch):
     from clip_search.encoder import ClipEncoder
 
     counts = {"images": 0, "texts": 0}
+    calls = []  # the size of every image batch the encoder was given
     encode_images, encode_texts = ClipEncoder.encode_images, ClipEncoder.encode_texts
 
     def images(self, batch, *args, **kwargs):
         counts["images"] += len(batch)
+        calls.append(len(batch))
         return encode_images(self, batch, *args, **kwargs)
 
     def texts(self, batch, *args, **kwargs):
@@ -44,6 +46,7 @@ def counted(monkeypatch):
         counts.update(images=0, texts=0)
         return taken
 
+    take.calls = calls
     return take
 
 
@@ -133,6 +136,19 @@ def test_force_encodes_everything_again(tmp_path, counted, test_model_tar):
     out = _index("--catalogue", shop.path, "--index", tmp_path / "index", "--model", test_model_tar, "--force")
     assert counted() == {"images": 8, "texts": 8}
     assert "indexed 8 of 8 products" in out
+
+
+def test_changed_products_far_apart_are_encoded_in_whole_batches(tmp_path, counted, test_model_tar):
+    """1 changed product in every catalogue batch must not mean one encoder call per product."""
+    shop = Shop(tmp_path / "shop")
+    _index("--catalogue", shop.path, "--index", tmp_path / "index", "--model", test_model_tar, "--batch-size", "2")
+    counted()
+    counted.calls.clear()
+    for product_id in list(shop.rows)[::2]:  # one in each batch of 2
+        shop.rows[product_id]["title"] += " v2"
+    shop.write()
+    _index("--catalogue", shop.path, "--index", tmp_path / "index", "--model", test_model_tar, "--batch-size", "2")
+    assert counted() == {"images": 4, "texts": 4} and counted.calls == [2, 2]
 
 
 def test_a_product_whose_photo_cannot_be_read_is_an_error_not_unchanged(tmp_path, counted, test_model_tar):

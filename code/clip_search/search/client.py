@@ -160,27 +160,41 @@ class SearchClient:
         if image_embeddings is not None and not titles:
             batch_size = max(batch_size, PRECOMPUTED_BATCH)
         # The bar closes (ending its line) before any error reaches the CLI's one Error: line.
+        # Changed products gather until a full batch is due: a refresh where 1 product in 100
+        # changed still encodes whole batches, not one product per call.
+        pending: list[Product] = []
+        pending_photos: dict = {}
+
+        def encode_pending():
+            batch, images, title_vectors, errors = self._embed_batch(pending, titles, image_embeddings, dim,
+                                                                     pending_photos)
+            report.errors.extend(errors)
+            result = self.index.upsert_arrays(batch, images, title_vectors)
+            report.indexed += result.indexed
+            report.errors.extend(result.errors)
+            for product_id in {product_id for product_id, _ in errors + result.errors}:
+                if product_id in baseline:  # counted as changed above; failed instead
+                    report.updated -= 1
+                else:
+                    report.added -= 1
+            pending.clear()
+            pending_photos.clear()
+
         with tqdm(total=total, desc="indexing", unit="product", disable=not progress) as bar:
             for batch in _batches(products, batch_size):
                 report.products += len(batch)
                 seen.update(product.id for product in batch)
                 photos = {} if image_embeddings is not None else read_photos(batch)
-                batch = changed_products(batch, photos, baseline, model_id, report,
-                                         hash_photos=image_embeddings is None)
-                if not batch:
-                    bar.update(report.products - bar.n)
-                    continue
-                batch, images, title_vectors, errors = self._embed_batch(batch, titles, image_embeddings, dim, photos)
-                report.errors.extend(errors)
-                result = self.index.upsert_arrays(batch, images, title_vectors)
-                report.indexed += result.indexed
-                report.errors.extend(result.errors)
-                for product_id in {product_id for product_id, _ in errors + result.errors}:
-                    if product_id in baseline:  # counted as changed above; failed instead
-                        report.updated -= 1
-                    else:
-                        report.added -= 1
+                for product in changed_products(batch, photos, baseline, model_id, report,
+                                                hash_photos=image_embeddings is None):
+                    pending.append(product)
+                    if product.id in photos:
+                        pending_photos[product.id] = photos[product.id]
+                if len(pending) >= batch_size:
+                    encode_pending()
                 bar.update(report.products - bar.n)
+            if pending:
+                encode_pending()
         if sync:
             gone = [product_id for product_id in known if product_id not in seen]
             if gone:
