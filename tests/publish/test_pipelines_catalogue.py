@@ -12,6 +12,8 @@ from tests.search.conftest import standin  # noqa: F401 - fixture
 from tests.search.test_incremental import Shop
 
 GROUP = "clip-search-refresh-test"
+# Batch Transform's equivalent here is the real multi-model-server: the server tier.
+pytestmark = pytest.mark.server
 
 
 def _upload_folder(s3, folder, prefix):
