@@ -259,6 +259,9 @@ def transform_command(catalogue, images_prefix, input_uri, output_uri, download_
     click.echo(f"transform_output={output_uri}")
 
 
-from model_build import stack as _stack  # noqa: E402  (publish stack, publish teardown)
+# Steps in their own modules; they import `settings` from here, so they are added last.
+from model_build import stack as _stack  # noqa: E402
+from model_build.pipelines.cli import pipeline_command  # noqa: E402
 
-_stack.add_commands(publish, settings)
+_stack.add_commands(publish, settings)  # publish stack, publish teardown
+publish.add_command(pipeline_command)

@@ -17,7 +17,9 @@ No OpenSearch can run on these machines. Two layers keep the stand-in honest:
                inside = efficient filtering: the top k among the matches), `bool` (a `must` k-NN runs
                over all documents before `filter`: post-filtering, fewer than k hits), `dis_max`,
                `hybrid` (through a search pipeline's normalization or score-ranker processor),
-               `match`, `term`, `terms`, `ids`, `match_all`, `_source` includes/excludes
+               `match`, `term`, `terms`, `ids`, `match_all`, `_source` includes/excludes; `sort` on
+               keyword fields (`[{"FIELD": "asc"|"desc"}]`, hits carry `sort`, `_score` null) with
+               `search_after` (paging past the 10,000-hit `from + size` window, which is refused)
   pipelines    PUT/GET/DELETE /_search/pipeline/ID, GET /_search/pipeline
   ml-commons   connectors, remote models, ingest pipelines (`text_image_embedding`), PUT /INDEX/_mapping
                and `neural` queries, with connectors executed against a real model server
@@ -50,6 +52,7 @@ ENGINES = {
     "lucene": {"l2", "innerproduct", "cosinesimil"},
     "nmslib": {"l2", "innerproduct", "cosinesimil", "l1", "linf"},
 }
+MAX_RESULT_WINDOW = 10000  # index.max_result_window's default
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-.+]*$")
 # Field types of OpenSearch's mappings (docs: mappings/supported-field-types); others are refused.
 FIELD_TYPES = {"binary", "boolean", "byte", "short", "integer", "long", "unsigned_long", "float", "double",
@@ -311,7 +314,7 @@ class Index:
 
     # --- search ------------------------------------------------------------------------------
     def search(self, body: dict, pipeline: dict | None = None) -> dict:
-        allowed = {"size", "query", "_source", "from", "track_total_hits", "min_score"}
+        allowed = {"size", "query", "_source", "from", "track_total_hits", "min_score", "sort", "search_after"}
         unknown = set(body) - allowed
         if unknown:
             raise _bad(f"Unknown key for a START_OBJECT in [{sorted(unknown)[0]}].")
@@ -326,15 +329,51 @@ class Index:
             scores = self.evaluate(query, set(self.visible))
         if body.get("min_score") is not None:
             scores = {d: s for d, s in scores.items() if s >= body["min_score"]}
+        if start + size > MAX_RESULT_WINDOW:
+            raise _bad(f"Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] "
+                       f"but was [{start + size}]. See the scroll api for a more efficient way to request large data "
+                       "sets.", "illegal_argument_exception")
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-        hits = [{"_index": self.name, "_id": doc_id, "_score": score,
+        total = len(ranked)
+        sort_keys = None
+        if "sort" in body:
+            ranked, sort_keys = self._sorted(ranked, body["sort"], body.get("search_after"))
+        elif "search_after" in body:
+            raise _bad("Sort must contain at least one field.", "action_request_validation_exception")
+        hits = [{"_index": self.name, "_id": doc_id, "_score": None if sort_keys else score,
                  **({} if body.get("_source", True) is False else
-                    {"_source": _filter_source(self.visible[doc_id], body.get("_source", True))})}
+                    {"_source": _filter_source(self.visible[doc_id], body.get("_source", True))}),
+                 **({"sort": sort_keys[doc_id]} if sort_keys else {})}
                 for doc_id, score in ranked[start:start + size]]
         return {"took": 1, "timed_out": False,
                 "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {"total": {"value": len(ranked), "relation": "eq"},
-                         "max_score": ranked[0][1] if ranked else None, "hits": hits}}
+                "hits": {"total": {"value": total, "relation": "eq"},
+                         "max_score": None if sort_keys else (ranked[0][1] if ranked else None), "hits": hits}}
+
+    def _sorted(self, ranked: list, sort, after):
+        """`sort` on one keyword field (the form paging by search_after uses), then `search_after`."""
+        specs = sort if isinstance(sort, list) else [sort]
+        if len(specs) != 1:
+            raise _bad("the stand-in sorts on one field", "illegal_argument_exception")
+        spec = specs[0]
+        field, order = (spec, "asc") if isinstance(spec, str) else next(iter(spec.items()))
+        order = order.get("order", "asc") if isinstance(order, dict) else order
+        kind = (self.field(field)[1] or {}).get("type")
+        if kind != "keyword":
+            raise _bad(f"Text fields are not optimised for operations that require per-document field data like "
+                       f"aggregations and sorting [{field}]" if kind == "text" else
+                       f"No mapping found for [{field}] in order to sort on", "illegal_argument_exception")
+        keys = {doc_id: min((str(v) for v in self._values(doc_id, field)), default=None) for doc_id, _ in ranked}
+        ranked = sorted((item for item in ranked if keys[item[0]] is not None), key=lambda item: keys[item[0]],
+                        reverse=order == "desc")
+        if after is not None:
+            if not isinstance(after, list) or len(after) != 1:
+                raise _bad("search_after has 1 value(s) but sort has 1.", "illegal_argument_exception")
+            if order == "desc":
+                ranked = [item for item in ranked if keys[item[0]] < str(after[0])]
+            else:
+                ranked = [item for item in ranked if keys[item[0]] > str(after[0])]
+        return ranked, {doc_id: [keys[doc_id]] for doc_id, _ in ranked}
 
     def _hybrid(self, spec: dict, candidates: set, pipeline: dict | None) -> dict[str, float]:
         """neural-search's hybrid query: each sub-query runs on its own; the search pipeline's

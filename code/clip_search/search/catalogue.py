@@ -181,6 +181,19 @@ def read_abo(listings, images_csv, image_root, language: str = "en_US") -> Itera
             yield Product(row["item_id"], name, f"{root}/{path}", metadata)
 
 
+# --- content hashes (incremental indexing) ---------------------------------------------------
+def content_hash(photo: bytes | None, title: str | None, model_id: str) -> str:
+    """sha256 over the photo's bytes, the title and the model id, each length-prefixed (so no two
+    different triples hash alike): equal hashes mean re-encoding would give the same vectors."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (photo or b"", (title or "").encode("utf-8"), model_id.encode("utf-8")):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
 # --- image bytes -----------------------------------------------------------------------------
 def load_image_bytes(location: str, timeout: float = 30) -> bytes:
     """Bytes of a product image from a local path, file://, s3:// or http(s):// location."""

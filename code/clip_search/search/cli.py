@@ -77,9 +77,14 @@ def _filters(ctx, param, specs) -> dict[str, list[str]]:
 @click.option("--model-id", help="Model id of --embeddings when no --model/--endpoint is given.")
 @click.option("--titles/--no-titles", default=True, show_default=True, help="Also index each title's text embedding.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--sync", is_flag=True, help="Also delete the products INDEX holds that the catalogue no longer lists.")
+@click.option("--force", is_flag=True, help="Encode every product, even those unchanged since they were indexed.")
 def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_location, model, endpoint, embeddings,
-          model_id, titles, batch_size):
-    """Encode a product catalogue and upsert it into INDEX (idempotent: ids are product ids)."""
+          model_id, titles, batch_size, sync, force):
+    """Encode a product catalogue and upsert it into INDEX (idempotent: ids are product ids).
+
+    Incremental: a product whose photo bytes, title and model are unchanged since it was indexed
+    (a content hash stored with it) is skipped, not encoded again."""
     from clip_search.search.catalogue import read_abo, read_catalogue
     from clip_search.search.embeddings import read_batch_output
 
@@ -96,7 +101,8 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
             raise click.UsageError("give --model or --endpoint (or --embeddings with --model-id and --no-titles)")
         with client:
             report = client.index_catalogue(products, titles=titles, batch_size=batch_size,
-                                            image_embeddings=precomputed, model_id=model_id)
+                                            image_embeddings=precomputed, model_id=model_id,
+                                            incremental=not force, sync=sync)
             total = client.index.count()
     finally:
         if precomputed is not None:
@@ -105,9 +111,13 @@ def index(catalogue, encoding, abo_listings, abo_images, abo_image_root, index_l
         click.echo(f"  not indexed: {product_id}: {reason}", err=True)
     if len(report.errors) > 20:
         click.echo(f"  … and {len(report.errors) - 20} more", err=True)
+    if report.unchanged or report.updated or sync:  # the index held products already
+        click.echo(f"skipped {report.unchanged} unchanged products ({report.added} added, {report.updated} updated)")
+    if sync:
+        click.echo(f"deleted {report.deleted} products no longer in the catalogue")
     click.echo(f"indexed {report.indexed} of {report.products} products into {index_location} "
                f"({total} in the index, {len(report.errors)} errors)")
-    if report.errors and not report.indexed:
+    if report.errors and not report.indexed and not report.unchanged:
         sys.exit(1)
 
 

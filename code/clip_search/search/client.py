@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clip_search.errors import ClipSearchError
-from clip_search.search.catalogue import load_image_bytes, read_catalogue
+from clip_search.search.catalogue import content_hash, load_image_bytes, read_catalogue
 from clip_search.search.embeddings import Embedder, embedder_for
 from clip_search.search.errors import IndexNotFoundError, SearchError
 from clip_search.search.filters import parse_filters
@@ -51,6 +51,42 @@ class _Precomputed:
                 vectors[i] = value
                 reasons.append(None)
         return vectors, reasons
+
+
+def read_photos(batch: list[Product]) -> dict:
+    """id -> photo bytes, or the exception reading it raised (that product's error)."""
+    photos = {}
+    for product in batch:
+        if product.image:
+            try:
+                photos[product.id] = load_image_bytes(product.image)
+            except Exception as error:
+                photos[product.id] = error
+    return photos
+
+
+def changed_products(batch: list[Product], photos: dict, known: dict, model_id: str, report: UpsertReport,
+                     hash_photos: bool = True) -> list[Product]:
+    """The products of `batch` to encode: new ones, and those whose content hash (photo bytes +
+    title + model id; computed here from `photos` unless the product brings one) differs from the
+    one `known` (id -> stored hash) holds; None stored counts as changed. Counts added / updated /
+    unchanged into `report`. A product whose photo could not be read passes through (no hash) to
+    become that product's error."""
+    changed = []
+    for product in batch:
+        photo = photos.get(product.id)
+        if product.content_hash is None and hash_photos and not isinstance(photo, Exception):
+            product.content_hash = content_hash(photo, product.title, model_id)
+        stored = known.get(product.id)
+        if stored is not None and stored == product.content_hash:
+            report.unchanged += 1
+            continue
+        if product.id in known:
+            report.updated += 1
+        else:
+            report.added += 1
+        changed.append(product)
+    return changed
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -107,7 +143,7 @@ class SearchClient:
     # --- indexing ----------------------------------------------------------------------------
     def index_catalogue(self, catalogue, *, titles: bool = True, batch_size: int = DEFAULT_BATCH,
                         image_embeddings: dict | None = None, model_id: str | None = None,
-                        progress: bool = True) -> UpsertReport:
+                        progress: bool = True, incremental: bool = True, sync: bool = False) -> UpsertReport:
         """Embed and upsert every product. `catalogue` is a file path or an iterable of Products,
         read a batch at a time (never held whole in memory). `report.products` counts what was read.
 
@@ -118,6 +154,13 @@ class SearchClient:
         the precomputed output is an error (id and reason) and is NOT indexed, not even by its title,
         so the index never holds a product the report calls failed; a product without an image is
         indexed by its title alone; one with neither a usable image nor a title is an error.
+
+        Incremental (`incremental`, the default): each product is stored with its content hash
+        (catalogue.content_hash: photo bytes, title, model id; a Product may bring its own), and a
+        product whose hash equals the one the index holds is not encoded again (`report.unchanged`).
+        With precomputed image embeddings and no hash on the product, the photo is not read and the
+        product is always upserted. `sync` then deletes the products the index holds that the
+        catalogue no longer lists (`report.deleted`; only when the whole catalogue was read).
         """
         products = read_catalogue(catalogue) if isinstance(catalogue, (str, Path)) else catalogue
         embedder = self.embedder
@@ -136,24 +179,57 @@ class SearchClient:
             dim = image_embeddings.dim
         self.index.ensure(dim, model_id, getattr(embedder, "spec", None))
         report = UpsertReport()
+        known = self.index.content_hashes() if incremental or sync else {}
+        baseline = known if incremental else {}
+        seen: set[str] = set()
         total = len(products) if hasattr(products, "__len__") else None
         # Without an encoder to feed, batches are only bookkeeping: take big ones.
         if image_embeddings is not None and not titles:
             batch_size = max(batch_size, PRECOMPUTED_BATCH)
         # The bar closes (ending its line) before any error reaches the CLI's one Error: line.
+        # Changed products gather until a full batch is due: a refresh where 1 product in 100
+        # changed still encodes whole batches, not one product per call.
+        pending: list[Product] = []
+        pending_photos: dict = {}
+
+        def encode_pending():
+            batch, images, title_vectors, errors = self._embed_batch(pending, titles, image_embeddings, dim,
+                                                                     pending_photos)
+            report.errors.extend(errors)
+            result = self.index.upsert_arrays(batch, images, title_vectors)
+            report.indexed += result.indexed
+            report.errors.extend(result.errors)
+            for product_id in {product_id for product_id, _ in errors + result.errors}:
+                if product_id in baseline:  # counted as changed above; failed instead
+                    report.updated -= 1
+                else:
+                    report.added -= 1
+            pending.clear()
+            pending_photos.clear()
+
         with tqdm(total=total, desc="indexing", unit="product", disable=not progress) as bar:
             for batch in _batches(products, batch_size):
                 report.products += len(batch)
-                batch, images, title_vectors, errors = self._embed_batch(batch, titles, image_embeddings, dim)
-                report.errors.extend(errors)
-                result = self.index.upsert_arrays(batch, images, title_vectors)
-                report.indexed += result.indexed
-                report.errors.extend(result.errors)
+                seen.update(product.id for product in batch)
+                photos = {} if image_embeddings is not None else read_photos(batch)
+                for product in changed_products(batch, photos, baseline, model_id, report,
+                                                hash_photos=image_embeddings is None):
+                    pending.append(product)
+                    if product.id in photos:
+                        pending_photos[product.id] = photos[product.id]
+                if len(pending) >= batch_size:
+                    encode_pending()
                 bar.update(report.products - bar.n)
+            if pending:
+                encode_pending()
+        if sync:
+            gone = [product_id for product_id in known if product_id not in seen]
+            if gone:
+                report.deleted = self.index.delete(gone)
         self.index.refresh()
         return report
 
-    def _embed_batch(self, batch: list[Product], titles: bool, precomputed, dim: int):
+    def _embed_batch(self, batch: list[Product], titles: bool, precomputed, dim: int, photos: dict | None = None):
         """-> (the products to upsert, their image and title vectors as (n, dim) arrays, zero rows
         where a product has none; None: no product has any, errors [(id, reason)])."""
         errors, failed = [], set()
@@ -173,13 +249,15 @@ class SearchClient:
                     fail(product.id, reason)
         else:
             records, image_vectors = [], {}
+            photos = read_photos(batch) if photos is None else photos
             for product in batch:
                 if not product.image:
                     continue
-                try:
-                    records.append((product.id, load_image_bytes(product.image)))
-                except Exception as error:
-                    fail(product.id, f"image {product.image}: {error}")
+                photo = photos[product.id]
+                if isinstance(photo, Exception):
+                    fail(product.id, f"image {product.image}: {photo}")
+                else:
+                    records.append((product.id, photo))
             for product_id, value in self.embedder.encode_image_records(records).items():
                 if isinstance(value, str):
                     fail(product_id, f"image: {value}")

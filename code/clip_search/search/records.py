@@ -13,6 +13,9 @@ class Product:
     title: str = ""
     image: str | None = None  # a local path, file:// or s3:// URI, or http(s) URL
     metadata: dict = field(default_factory=dict)
+    # sha256 over photo bytes + title + model id (catalogue.content_hash), stored with the product so
+    # that the next `clip-search index` skips it when none of those changed; None: not computed.
+    content_hash: str | None = None
 
 
 @dataclass

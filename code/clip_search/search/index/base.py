@@ -29,6 +29,13 @@ class UpsertReport:
     indexed: int = 0
     products: int = 0  # products read (SearchClient.index_catalogue)
     errors: list = field(default_factory=list)  # [(product id, reason)]
+    # Incremental indexing (SearchClient.index_catalogue): of the products read, how many were new,
+    # how many changed (content hash differs or none stored), how many unchanged (not encoded);
+    # `deleted`: products no longer in the catalogue removed by sync.
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
 
 
 class VectorIndex(ABC):
@@ -90,6 +97,12 @@ class VectorIndex(ABC):
         """Delete products by id (ids not in the index are ignored), any number of them; returns how
         many were deleted. When it returns, searches no longer find them (a long-lived reader in
         another process: within the backend's freshness bound, docs/search.md "Freshness")."""
+
+    @abstractmethod
+    def content_hashes(self) -> dict[str, str | None]:
+        """Every product id in the index -> the content hash stored with it (Product.content_hash),
+        None where it was indexed without one (an index from before hashes were kept): incremental
+        indexing treats that as changed."""
 
     @abstractmethod
     def count(self) -> int:

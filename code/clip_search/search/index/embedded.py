@@ -52,6 +52,8 @@ TABLE = "products"
 META_KEY = b"clip_search"
 VECTOR = {"image": "image_vector", "title": "title_vector"}
 HAS = {"image": "has_image", "title": "has_title"}
+# Product.content_hash; tables made before it existed lack the column until their first hashed upsert.
+HASH = "content_hash"
 LOCK_FILE = ".clip-search.lock"
 LOCK_TIMEOUT_SECONDS = 600
 COMMIT_RETRIES = 8
@@ -174,6 +176,7 @@ class EmbeddedIndex(VectorIndex):
             pa.field("tags", pa.list_(pa.string())),
             pa.field(VECTOR["image"], vector), pa.field(VECTOR["title"], vector),
             pa.field(HAS["image"], pa.bool_()), pa.field(HAS["title"], pa.bool_()),
+            pa.field(HASH, pa.string()),
         ], metadata={META_KEY: json.dumps(meta).encode()})
         with self._writing():
             self._open()  # another process may have created it since we looked
@@ -359,6 +362,8 @@ class EmbeddedIndex(VectorIndex):
             n = len(products)
             if not n:
                 return report
+        if HASH not in self._schema.names and any(product.content_hash for product in products):
+            self._add_hash_column()
         metadata = [product.metadata or {} for product in products]
         columns = {
             "id": pa.array([product.id for product in products], pa.string()),
@@ -370,6 +375,8 @@ class EmbeddedIndex(VectorIndex):
         for field in FIELDS:
             columns[VECTOR[field]] = pa.FixedSizeListArray.from_arrays(pa.array(vectors[field].reshape(-1)), dim)
             columns[HAS[field]] = pa.array(has[field], pa.bool_())
+        if HASH in self._schema.names:
+            columns[HASH] = pa.array([product.content_hash for product in products], pa.string())
         self._pending.append(pa.Table.from_pydict(columns, schema=self._schema))
         self._pending_rows += n
         report.indexed = n
@@ -418,6 +425,28 @@ class EmbeddedIndex(VectorIndex):
             self._mine = None  # another writer (or an index build) came in: merges from now on
             return False
         return self._mine.isdisjoint(ids)
+
+    def _add_hash_column(self) -> None:
+        """An index made before content hashes were kept: add the column (null: "changed") so that
+        from now on they are. Buffered rows of the old schema are committed first."""
+        self.flush()
+
+        def add():
+            if HASH not in self._table.schema.names:  # another writer may have added it meanwhile
+                self._table.add_columns({HASH: "CAST(NULL AS STRING)"})
+
+        self._commit(add)
+        self._schema = self._table.schema
+
+    def content_hashes(self) -> dict[str, str | None]:
+        if self._table is None:
+            return {}
+        self.flush()
+        columns = ["id", HASH] if HASH in self._table.schema.names else ["id"]
+        rows = self._table.search().select(columns).limit(None).to_arrow()
+        ids = rows.column("id").to_pylist()
+        hashes = rows.column(HASH).to_pylist() if len(columns) == 2 else [None] * len(ids)
+        return dict(zip(ids, hashes, strict=True))
 
     def delete(self, ids) -> int:
         """Delete products by id in one commit (a reader sees none or all of them deleted, however

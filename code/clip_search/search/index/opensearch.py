@@ -61,6 +61,8 @@ HYBRID_WEIGHTS = (0.3, 0.7)  # keyword match, vector similarity
 # The API specification declares `_bulk` bodies as NDJSON; opensearch-py sends application/json unless told.
 BULK_HEADERS = {"Content-Type": "application/x-ndjson"}
 GET_CHUNK = 1000  # ids per terms query in get()
+HASH = "content_hash"  # Product.content_hash; absent in documents indexed before it was kept
+HASHES_PAGE = 5000
 AWS_HOST = re.compile(r"\.(?P<region>[a-z0-9-]+)\.(?P<service>es|aoss)\.amazonaws\.com$")
 
 
@@ -199,6 +201,7 @@ class OpenSearchIndex(VectorIndex):
                     "product_id": {"type": "keyword"},
                     "title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
                     "image": {"type": "keyword", "index": False},
+                    HASH: {"type": "keyword", "index": False},
                     "metadata": {"type": "object"},
                     VECTOR_FIELDS["image"]: vector,
                     VECTOR_FIELDS["title"]: dict(vector),
@@ -260,6 +263,8 @@ class OpenSearchIndex(VectorIndex):
             product = item.product
             source = {"product_id": product.id, "title": product.title, "image": product.image,
                       "metadata": product.metadata}
+            if product.content_hash:
+                source[HASH] = product.content_hash
             for field, vector in (("image", item.image_embedding), ("title", item.title_embedding)):
                 if vector is not None:
                     source[VECTOR_FIELDS[field]] = [float(v) for v in np.asarray(vector, dtype=np.float32)]
@@ -322,6 +327,30 @@ class OpenSearchIndex(VectorIndex):
         return report
 
     # --- reads -------------------------------------------------------------------------------
+    def content_hashes(self) -> dict[str, str | None]:
+        """Paged by `search_after` on product_id (no scroll context to clean up; works on
+        Serverless, where document ids are the server's and product_id is the key)."""
+        from opensearchpy.exceptions import NotFoundError
+
+        hashes: dict[str, str | None] = {}
+        after = None
+        while True:
+            body = {"size": HASHES_PAGE, "query": {"match_all": {}}, "_source": ["product_id", HASH],
+                    "sort": [{"product_id": "asc"}]}
+            if after is not None:
+                body["search_after"] = after
+            try:
+                if after is None:
+                    self.refresh()
+                hits = self.client.search(index=self.name, body=body)["hits"]["hits"]
+            except NotFoundError:
+                return {}
+            for hit in hits:
+                hashes[hit["_source"]["product_id"]] = hit["_source"].get(HASH)
+            if len(hits) < HASHES_PAGE:
+                return hashes
+            after = hits[-1]["sort"]
+
     def _filter_query(self, filters: dict[str, list[str]]) -> dict | None:
         if not filters:
             return None

@@ -61,6 +61,7 @@ class PgvectorIndex(VectorIndex):
         self.sql_table = sql.Identifier(table)
         self._info: IndexInfo | None = None
         self._registered = False
+        self._has_hash: bool | None = None
 
     @classmethod
     def from_dsn(cls, location: str) -> "PgvectorIndex":
@@ -117,7 +118,7 @@ class PgvectorIndex(VectorIndex):
             self.connection.execute(self._sql(
                 "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, title text NOT NULL DEFAULT '', "
                 "image text, metadata jsonb NOT NULL DEFAULT '{{}}', "
-                f"image_embedding vector({int(dim)}), title_embedding vector({int(dim)}))"))
+                f"image_embedding vector({int(dim)}), title_embedding vector({int(dim)}), content_hash text)"))
             options = (f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})" if self.index_method == "hnsw"
                        else f"WITH (lists = {IVFFLAT_LISTS})")
             for column in COLUMNS.values() if self.index_method != "none" else ():
@@ -126,11 +127,30 @@ class PgvectorIndex(VectorIndex):
                     f"USING {self.index_method} ({{column}} vector_cosine_ops) {options}",
                     index=f"{self.table}_{column}_{self.index_method}", column=column))
         self._info = None
+        self._has_hash = None
         self.check_model(self.info(), model_id, dim)
+
+    def _hash_column(self, add: bool = False) -> bool:
+        """Whether the table has `content_hash` (tables made before it existed do not); `add` adds it."""
+        if self._has_hash is None:
+            self._has_hash = bool(self.connection.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s AND column_name = 'content_hash'", (self.table,)).fetchone())
+        if add and not self._has_hash:
+            self.connection.execute(self._sql("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS content_hash text"))
+            self._has_hash = True
+        return self._has_hash
+
+    def content_hashes(self) -> dict[str, str | None]:
+        if self.info() is None:
+            return {}
+        column = "content_hash" if self._hash_column() else "NULL"
+        return dict(self.connection.execute(self._sql(f"SELECT id, {column} FROM {{table}}")).fetchall())
 
     def drop(self) -> None:
         with self.connection.transaction():
             self.connection.execute(self._sql("DROP TABLE IF EXISTS {table}"))
+            self._has_hash = None
             if self.connection.execute("SELECT to_regclass(%s) IS NOT NULL", (REGISTRY,)).fetchone()[0]:
                 self.connection.execute(f"DELETE FROM {REGISTRY} WHERE name = %s", (self.table,))
         self._info = None
@@ -157,14 +177,20 @@ class PgvectorIndex(VectorIndex):
                 report.errors.append((item.product.id, str(error)))
                 continue
             product = item.product
-            rows.append((product.id, product.title or "", product.image, json.dumps(product.metadata), *vectors))
+            rows.append((product.id, product.title or "", product.image, json.dumps(product.metadata), *vectors,
+                         product.content_hash))
         if rows:
+            hashed = self._hash_column(add=any(row[-1] for row in rows))
+            if not hashed:
+                rows = [row[:-1] for row in rows]
             with self.connection.transaction(), self.connection.cursor() as cursor:
                 cursor.executemany(self._sql(
-                    "INSERT INTO {table} (id, title, image, metadata, image_embedding, title_embedding) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, "
+                    "INSERT INTO {table} (id, title, image, metadata, image_embedding, title_embedding"
+                    + (", content_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)" if hashed else ") VALUES (%s, %s, %s, %s, %s, %s)")
+                    + " ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, "
                     "image = EXCLUDED.image, metadata = EXCLUDED.metadata, "
-                    "image_embedding = EXCLUDED.image_embedding, title_embedding = EXCLUDED.title_embedding"), rows)
+                    "image_embedding = EXCLUDED.image_embedding, title_embedding = EXCLUDED.title_embedding"
+                    + (", content_hash = EXCLUDED.content_hash" if hashed else "")), rows)
             report.indexed += len(rows)
         return report
 

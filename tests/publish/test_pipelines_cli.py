@@ -1,0 +1,55 @@
+"""`clip-search publish pipeline NAME upsert|start|describe` against moto's SageMaker."""
+import json
+
+from tests.publish.conftest import BUCKET
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search:0.1.0"
+
+
+def _settings(aws):
+    return ["--bucket", BUCKET, "--role-arn", aws["role_arn"], "--image-uri", IMAGE]
+
+
+def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws, publish_cli):
+    out = publish_cli("pipeline", "catalogue", "upsert", *_settings(aws), "--index", "https://search.example:9200/products")
+    arn = out.strip().splitlines()[-1].removeprefix("catalogue_pipeline=")
+    described = aws["sm"].describe_pipeline(PipelineName="clip-search-catalogue")
+    assert described["PipelineArn"] == arn
+    definition = json.loads(described["PipelineDefinition"])
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert defaults["Index"] == "https://search.example:9200/products"
+    assert defaults["CatalogueUri"] == f"s3://{BUCKET}/clip-search/catalogue/"
+    assert json.loads((aws["tmp"] / "state.json").read_text())["catalogue_pipeline"] == arn
+
+    # Again with another index: the same pipeline, updated in place.
+    publish_cli("pipeline", "catalogue", "upsert", *_settings(aws), "--index", f"s3://{BUCKET}/other-index")
+    definition = json.loads(aws["sm"].describe_pipeline(PipelineName="clip-search-catalogue")["PipelineDefinition"])
+    assert {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}["Index"] == f"s3://{BUCKET}/other-index"
+    assert len(aws["sm"].list_pipelines()["PipelineSummaries"]) == 1
+
+    out = publish_cli("pipeline", "catalogue", "start", "-p", "ModelPackage=arn:aws:sagemaker:us-east-1:123456789012:"
+                      "model-package/clip-search/3", "-p", "MaxFailureRate=0.05")
+    execution = out.strip().removeprefix("execution=")
+    assert aws["sm"].list_pipeline_parameters_for_execution(PipelineExecutionArn=execution)["PipelineParameters"] == [
+        {"Name": "ModelPackage", "Value": "arn:aws:sagemaker:us-east-1:123456789012:model-package/clip-search/3"},
+        {"Name": "MaxFailureRate", "Value": "0.05"}]
+
+    out = publish_cli("pipeline", "catalogue", "describe")
+    assert f"pipeline={arn}" in out
+    assert f"parameter Index (String) = s3://{BUCKET}/other-index" in out
+    assert "parameter MaxFailureRate (Float) = 0.01" in out
+    assert f"execution {execution}" in out
+
+
+def test_refusals_are_one_error_line(aws, publish_cli):
+    out = publish_cli("pipeline", "catalogue", "describe", expect=1)
+    assert out.strip() == "Error: no pipeline clip-search-catalogue: create it with `clip-search publish pipeline NAME upsert`"
+    publish_cli("pipeline", "catalogue", "upsert", *_settings(aws))
+    out = publish_cli("pipeline", "catalogue", "start", "-p", "Indx=x", expect=1)
+    assert out.strip().startswith("Error: unknown parameter 'Indx'; the pipeline takes: CatalogueUri, Index,")
+    out = publish_cli("pipeline", "model", "upsert", *_settings(aws), expect=1)
+    assert "--full-image-uri / CLIP_SEARCH_FULL_IMAGE_URI" in out
+    publish_cli("pipeline", "model", "upsert", *_settings(aws), "--full-image-uri", IMAGE + "-full")
+    model = json.loads(aws["sm"].describe_pipeline(PipelineName="clip-search-model")["PipelineDefinition"])
+    package = next(step for step in model["Steps"] if step["Name"] == "PackageModel")
+    assert package["Arguments"]["AppSpecification"]["ImageUri"] == IMAGE + "-full"
