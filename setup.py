@@ -73,13 +73,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # The library lives in code/ (SageMaker's layout); model_build/ (publishing) sits at the top.
-    package_dir={"": "code", **{name: name.replace(".", "/") for name in PUBLISHING}},
-    packages=find_packages("code") + PUBLISHING,
+    package_dir={"": "code", **{name: name.replace(".", "/") for name in PUBLISHING}, "model_build.infra": "infra"},
+    packages=find_packages("code") + PUBLISHING + ["model_build.infra"],
     package_data={
         "clip_search": ["VERSION"],
         "clip_search.packaging": ["model_configs/*.json"],
         "clip_search.demo_data": ["grocery/*.jsonl", "grocery/*.md", "grocery/LICENSE", "grocery/images/*"],
         "clip_search.app": ["static/*"],
+        "model_build.infra": ["*.yaml"],
     },
     include_package_data=True,
     install_requires=CORE,

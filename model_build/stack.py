@@ -9,12 +9,14 @@ and adds the function, its URL and its alarms.
 from __future__ import annotations
 
 import time
+from importlib import resources
 from pathlib import Path
 
 from model_build.aws import Aws, client_error_code
 from model_build.errors import PublishError
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "clip-search.yaml"
+# infra/ in the repository, installed as model_build.infra (setup.py).
+TEMPLATE = Path(str(resources.files("model_build.infra") / "clip-search.yaml"))
 DEFAULT_STACK = "clip-search"
 # Stack outputs -> publish state keys (the names the steps' settings use).
 STATE_KEYS = {"Bucket": "bucket", "Prefix": "prefix", "SageMakerRoleArn": "role_arn", "RepositoryName": "repository",
