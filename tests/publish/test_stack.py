@@ -291,13 +291,13 @@ def test_refuses_without_credentials_or_region(aws, publish_cli, monkeypatch):
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     out = publish_cli("stack", expect=1)
-    assert out == "Error: no AWS region: set --region, AWS_REGION or AWS_DEFAULT_REGION\n"
+    assert out == ("Error: no AWS region: give --region, or set AWS_REGION or AWS_DEFAULT_REGION, "
+                   "or a region in your AWS profile\n")
 
 
 def test_bad_parameter_is_one_error_line(aws, publish_cli):
     out = publish_cli("stack", "--parameter", "SearchBackend", expect=1)
     assert out.splitlines()[-1] == "Error: --parameter 'SearchBackend': expected KEY=VALUE (a parameter of clip-search.yaml)"
-
 
 
 
