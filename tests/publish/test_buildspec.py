@@ -36,7 +36,7 @@ def test_buildspec_shape():
 def test_every_command_exists_in_the_project():
     text = "\n".join(c for phase in SPEC["phases"].values() for c in phase["commands"])
     steps = set(re.findall(r"clip-search publish ([a-z][a-z-]*)", text))
-    assert steps == {"artifact", "evaluate", "image", "register", "endpoint"}
+    assert steps == {"artifact", "evaluate", "image", "register", "endpoint", "pipeline"}
     assert steps <= set(publish.commands)
     assert (REPO / "constraints.txt").is_file() and (REPO / "container" / "build.sh").is_file()
     for option in ("--arch", "--pretrained"):
