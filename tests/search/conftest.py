@@ -63,7 +63,7 @@ def pg_index_method(pg_dsn) -> str:
         return "hnsw"
     except psycopg.OperationalError:
         warnings.warn("pgvector's HNSW crashed this PostgreSQL backend (SIGILL: a vector.so built for AVX-512 "
-                      "on a CPU without it); the pgvector tests run with index_method=none (exact scan)")
+                      "on a CPU without it); the pgvector tests run with index_method=none (exact scan)", stacklevel=2)
         import time
 
         deadline = time.monotonic() + 60
