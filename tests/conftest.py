@@ -10,9 +10,10 @@ import requests
 
 from tests.session_cache import built_once
 
-# The image's fixtures (docker_ready, the model the image variant serves, ...): the container and
-# local-mode suites both use them.
-pytest_plugins = ["tests.container.fixtures"]
+# Fixtures more than one suite uses, without importing them into test modules: the image's
+# (docker_ready, the model the image variant serves, ...: container and local mode) and the scripted
+# HTTP endpoint's (unit, search).
+pytest_plugins = ["tests.container.fixtures", "tests.scripted_endpoint"]
 
 REPO = Path(__file__).resolve().parents[1]
 # CI clones the repo with shared/ beside it; the photos are MIT-licensed (see SOURCE.md there).

@@ -12,7 +12,12 @@ from botocore.config import Config
 
 from clip_search.search.embeddings import EndpointEmbedder, SageMakerEmbedder, embedder_for
 from clip_search.search.errors import EncodingError
-from tests.scripted_endpoint import echo_ids, endpoint, json_lines, scripted  # noqa: F401 - fixtures
+from tests.scripted_endpoint import echo_ids, json_lines
+
+
+@pytest.fixture
+def endpoint(scripted_endpoint):
+    return scripted_endpoint
 
 
 def test_the_endpoint_names_its_model_and_encodes(endpoint):

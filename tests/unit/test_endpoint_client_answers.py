@@ -8,7 +8,6 @@ import pytest
 
 from clip_search.endpoint_client import EndpointClient, EndpointError, embedding_lines
 from tests.scripted_endpoint import echo_ids as _echo_ids
-from tests.scripted_endpoint import endpoint as scripted_endpoint  # noqa: F401 - fixtures
 from tests.scripted_endpoint import json_lines as _lines
 
 
