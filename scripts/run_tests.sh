@@ -18,8 +18,11 @@ read -r -a tiers <<< "${tiers[*]}"
 # waits on JVM and worker start-up. Tests are xdist-safe (tmp_path, free ports, a moto / PostgreSQL per
 # worker); the packaged test models are built once per session and shared (tests/session_cache.py).
 WORKERS=${TEST_WORKERS:-$(nproc)}
-# loadgroup: tests spread one at a time, except those marked xdist_group (one worker each group).
-XDIST=(-n "$WORKERS" --dist loadgroup)
+# loadscope: each test module (or class) goes to one worker whole, so a module-scoped fixture (the
+# benchmark run of tests/server/test_benchmarks_smoke.py, a model server with its own limits) is set
+# up once, not once per worker. (loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot
+# group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
+XDIST=(-n "$WORKERS" --dist loadscope)
 tier_times=()
 
 run_tier() {
