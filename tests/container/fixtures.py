@@ -1,5 +1,6 @@
-"""Fixtures for the container and local-mode suites (a plugin of tests/conftest.py, so both see them): the built image serving a packaged test model, run the way
-SageMaker Serverless runs it (arbitrary uid, read-only root, only /tmp writable).
+"""Fixtures for the container and local-mode suites (a plugin of tests/conftest.py, so both see
+them): the built image serving a packaged test model, run the way SageMaker Serverless runs it
+(arbitrary uid, read-only root, only /tmp writable).
 
 The slim image (the default, container/build.sh --variant slim) serves torch-free artifacts, so it
 gets the test model packaged for onnx-int8; the full image gets the torch test model.
