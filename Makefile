@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-unit test-server test-browser test-container test-live mutants clean
+.PHONY: install demo lint test test-unit test-server test-browser test-container test-live mutants clean
 
 # The venv is rebuilt when the dependency pins change. torch==2.13.0 is the CPU build (setup.py).
+# --no-compile: Python writes the byte code of the modules it imports on first import; compiling every
+# installed file up front (torch, scipy, the AWS SDKs, ...) costs CI CPU time for files never run.
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e '.[all,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -21,9 +23,13 @@ export CLIP_SEARCH_GROCERY_DIR
 demo: install
 	$(BIN)/clip-search demo
 
-# Fast unit tests first, then the real server, the page in Chromium, then the container and SageMaker local mode.
+# ruff first, fast unit tests next (on every core), then the real server, the page in Chromium, then
+# the container and SageMaker local mode; the image builds in the background meanwhile (docs/testing.md).
 test: install
 	bash scripts/run_tests.sh
+
+lint: install
+	bash scripts/run_tests.sh lint
 
 test-unit: install
 	bash scripts/run_tests.sh unit

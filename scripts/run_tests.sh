@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
 # Runs the test tiers in order, fastest first, and stops at the first failing tier.
+#   lint       ruff check . (ruff.toml: pyflakes, bugbear, import sorting)
 #   unit       in-process tests: handler contract, artifact, encoder, runtimes, search, publishing
 #   fuzz       Hypothesis: random input at the decoder, the real server and the catalogue readers
 #   server     the real multi-model-server natively (Java + Python workers)
 #   browser    the search page in headless Chromium (Debian's chromium + chromium-driver, Selenium)
 #   container  Docker image build + the same HTTP suite against it + SageMaker local mode
 # With no argument, all tiers run. Services the tiers need are started here, not by hand.
+# Env: TEST_WORKERS  pytest-xdist workers for the unit, fuzz and server tiers (default: the CPU count)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
-tiers=("${@:-unit fuzz server browser container}")
+tiers=("${@:-lint unit fuzz server browser container}")
 read -r -a tiers <<< "${tiers[*]}"
+# Every core: the unit tier is CPU-bound (model exports, encoding, LanceDB); the server tier mostly
+# waits on JVM and worker start-up. Tests are xdist-safe (tmp_path, free ports, a moto / PostgreSQL per
+# worker); the packaged test models are built once per session and shared (tests/session_cache.py).
+WORKERS=${TEST_WORKERS:-$(nproc)}
+# loadscope: each test module (or class) goes to one worker whole, so a module-scoped fixture (the
+# benchmark run of tests/server/test_benchmarks_smoke.py, a model server with its own limits) is set
+# up once, not once per worker. (loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot
+# group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
+XDIST=(-n "$WORKERS" --dist loadscope)
+tier_times=()
 
 run_tier() {
   local name=$1; shift
   echo "=== tier: $name ($(date -u +%H:%M:%S))"
   local start=$SECONDS
   "${PYTEST[@]}" "$@"
+  tier_times+=("$name $((SECONDS - start)) s")
   echo "=== tier $name passed in $((SECONDS - start)) s"
 }
 
-# unit and server run under coverage.py (.coveragerc: branch coverage of code/clip_search, worker
-# subprocesses included); the coverage step after the tiers prints it and fails below the threshold.
+# unit and server run under coverage.py (.coveragerc: branch coverage of code/clip_search, in the
+# xdist workers and every process they start); the coverage step after the tiers prints it and
+# fails below the threshold.
 export COVERAGE_FILE="$PWD/build/coverage/data"
 covered=0
 run_covered_tier() {
@@ -31,21 +45,53 @@ run_covered_tier() {
   run_tier "$@"
 }
 
+# The browser tier's apt install (when chromium is missing) goes first, so it never waits on the
+# container set-up's apt below.
+if [[ " ${tiers[*]} " == *" browser "* ]]; then
+  # Debian's chromium + chromium-driver (apt, when missing) and selenium; no browser download.
+  VENV="$VENV" bash scripts/install_browser.sh
+fi
+
+# The container tier's set-up (apt, dockerd, the base image from debootstrap, the wheelhouse, the image
+# built without cache, as before) needs nothing the other tiers make and waits mostly on the network
+# and on Docker: it starts now, in the background at low priority, in its own process group (stopped
+# with the run), and the container tier waits for it. Its log: build/container-setup.log.
+setup_pid=
+if [[ " ${tiers[*]} " == *" container "* ]]; then
+  mkdir -p build
+  echo "=== container set-up started in the background ($(date -u +%H:%M:%S)): build/container-setup.log"
+  PYTHON="$VENV/bin/python" setsid nice bash container/ci_setup.sh --no-tests > build/container-setup.log 2>&1 &
+  setup_pid=$!
+  trap '[ -z "$setup_pid" ] || kill -- "-$setup_pid" 2>/dev/null || true' EXIT
+fi
+
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit) run_covered_tier unit -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
-    fuzz) run_tier fuzz -m "fuzz" ;;
-    server) run_covered_tier server -m "server" ;;
+    lint)
+      echo "=== tier: lint ($(date -u +%H:%M:%S))"
+      start=$SECONDS
+      "$VENV/bin/ruff" check .
+      tier_times+=("lint $((SECONDS - start)) s") ;;
+    unit) run_covered_tier unit "${XDIST[@]}" -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
+    fuzz) run_tier fuzz "${XDIST[@]}" -m "fuzz" ;;
+    server) run_covered_tier server "${XDIST[@]}" -m "server" ;;
     browser)
-      # Debian's chromium + chromium-driver (apt, when missing) and selenium; no browser download.
-      VENV="$VENV" bash scripts/install_browser.sh
       CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} run_tier browser -m "browser" ;;
     container)
       # Docker engine, a locally made base image, the image itself (container/ci_setup.sh), then
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
-      PYTHON="$VENV/bin/python" bash container/ci_setup.sh --no-tests
+      start=$SECONDS
+      if [ -n "$setup_pid" ]; then
+        echo "=== waiting for the container set-up ($(date -u +%H:%M:%S))"
+        wait "$setup_pid" || { status=$?; tail -n 60 build/container-setup.log >&2; exit "$status"; }
+        setup_pid=
+        grep -E '^=== \[container ci\]|^built ' build/container-setup.log
+      else
+        PYTHON="$VENV/bin/python" bash container/ci_setup.sh --no-tests
+      fi
+      echo "=== container set-up waited for $((SECONDS - start)) s"
       run_tier container -m "container or local_mode" ;;
-    *) echo "unknown tier: $tier (unit, fuzz, server, browser, container)" >&2; exit 2 ;;
+    *) echo "unknown tier: $tier (lint, unit, fuzz, server, browser, container)" >&2; exit 2 ;;
   esac
 done
 
@@ -57,3 +103,4 @@ if [ "$covered" = 1 ]; then
   echo "(the 15 least-covered modules first; full report: build/coverage/report.txt)"
   if [ "${status:-0}" != 0 ]; then grep -E 'Coverage failure' build/coverage/report.txt >&2; exit "$status"; fi
 fi
+echo "=== tier times: $(IFS=','; echo "${tier_times[*]}" | sed 's/,/, /g')"

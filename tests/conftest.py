@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.session_cache import built_once
+
+# Fixtures more than one suite uses, without importing them into test modules: the image's
+# (docker_ready, the model the image variant serves, ...: container and local mode) and the scripted
+# HTTP endpoint's (unit, search).
+pytest_plugins = ["tests.container.fixtures", "tests.scripted_endpoint"]
+
 REPO = Path(__file__).resolve().parents[1]
 # CI clones the repo with shared/ beside it; the photos are MIT-licensed (see SOURCE.md there).
 GROCERY_DIR = Path(os.environ.get("CLIP_SEARCH_GROCERY_DIR", REPO.parent / "shared" / "datasets" / "grocery-store")).resolve()
@@ -38,9 +45,11 @@ def store_photos(grocery_dir) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def test_model_tar(tmp_path_factory) -> Path:
+    """The tiny random test model (torch runtime), packaged once per session."""
     from clip_search.packaging.build import package_model
 
-    return package_model(tmp_path_factory.mktemp("model") / "model.tar.gz", test_model=True)
+    return built_once(tmp_path_factory, "test-model-torch",
+                      lambda folder: package_model(folder / "model.tar.gz", test_model=True)) / "model.tar.gz"
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ def echo_ids(vector):
     return answer
 
 
-# Fixtures: a test folder's conftest.py imports both (tests/unit, tests/search).
+# Fixtures (a plugin of tests/conftest.py: every test module sees them without importing them).
 @pytest.fixture(scope="module")
 def scripted():
     with ScriptedEndpoint() as endpoint:
@@ -65,7 +65,7 @@ def scripted():
 
 
 @pytest.fixture
-def endpoint(scripted):
+def scripted_endpoint(scripted):
     """The module's scripted endpoint, reset; every scripted answer must have been asked for."""
     scripted.reset()
     yield scripted

@@ -5,6 +5,7 @@ like any client would. Catalogue photos are the demo catalogue's (Grocery Store 
 """
 import http.client
 import json
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from clip_search.demo_data import GROCERY as DEMO_DATA
+from tests.session_cache import built_once
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = DEMO_DATA
@@ -26,15 +28,19 @@ def demo_products() -> list[dict]:
 @pytest.fixture(scope="session")
 def demo_index(tmp_path_factory, test_model_dir) -> Path:
     """The 81-product demo catalogue, images and titles encoded in process by the test model (the
-    index records that encoder, so the app finds it without --model)."""
+    index records that encoder, so the app finds it without --model). Built once per session and
+    read by every xdist worker (the tests only search it); the model it records is a copy beside it,
+    which lives as long as the index (a worker's own extracted model goes when that worker exits)."""
     from clip_search.search.client import SearchClient
     from clip_search.search.embeddings import LocalEmbedder
 
-    path = tmp_path_factory.mktemp("app-index") / "demo"
-    with SearchClient(path, LocalEmbedder.from_artifact(test_model_dir)) as client:
-        report = client.index_catalogue(DEMO / "products.jsonl", progress=False)
-    assert report.indexed == 81 and not report.errors
-    return path
+    def build(folder):
+        model = shutil.copytree(test_model_dir, folder / "model")
+        with SearchClient(folder / "demo", LocalEmbedder.from_artifact(model)) as client:
+            report = client.index_catalogue(DEMO / "products.jsonl", progress=False)
+        assert report.indexed == 81 and not report.errors
+
+    return built_once(tmp_path_factory, "app-demo-index", build) / "demo"
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import docker_ready, onnx_test_model_tar, serving_model_tar, variant  # noqa: F401 - fixtures: the model the image variant serves
 from tests.container.docker_helpers import DOCKER, IMAGE, docker, problem
 
 TELEMETRY_OFF = """SchemaVersion: '1.0'

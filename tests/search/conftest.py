@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from clip_search.demo_data import GROCERY as DEMO_DATA
-from tests.scripted_endpoint import endpoint, scripted  # noqa: F401 - fixtures: a scripted endpoint on loopback
 
 REPO = Path(__file__).resolve().parents[2]
 PG_DSN_ENV = "CLIP_SEARCH_TEST_PG_DSN"

@@ -15,6 +15,11 @@ from clip_search.search.errors import EncodingError
 from tests.scripted_endpoint import echo_ids, json_lines
 
 
+@pytest.fixture
+def endpoint(scripted_endpoint):
+    return scripted_endpoint
+
+
 def test_the_endpoint_names_its_model_and_encodes(endpoint):
     endpoint.answers += [(200, json.dumps({"model": "ViT-B-32/laion2b", "dim": 2, "embeddings": [[1, 0]]}).encode()),
                          (200, echo_ids([0.6, 0.8]))]

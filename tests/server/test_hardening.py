@@ -15,20 +15,10 @@ import pytest
 import requests
 
 from clip_search.serving.server import ModelServer, free_port
+from tests.processes import still_running
 from tests.server.test_serving_lifecycle import CLI
 
 pytestmark = pytest.mark.server
-
-
-def _gone(processes, timeout=30) -> list:
-    deadline = time.monotonic() + timeout
-    alive = processes
-    while time.monotonic() < deadline:
-        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return []
-        time.sleep(0.2)
-    return alive
 
 
 def _serve(model, port, temp):
@@ -85,7 +75,7 @@ def test_kill_9_of_serve_leaves_no_java_no_worker_no_port_and_no_temp_dir(test_m
                    and p.info["ppid"] == process.pid]
         process.kill()  # SIGKILL: no handler runs, no cleanup of its own
         process.wait()
-        assert _gone(family) == []
+        assert still_running(family) == []
         assert _refused(port)
         assert list(temp.iterdir()) == []
     finally:

@@ -13,6 +13,7 @@ import requests
 
 from clip_search.artifact import MANIFEST_FILE, WEIGHTS_FILE
 from clip_search.serving.server import ModelServer, ServerError, free_port
+from tests.processes import still_running
 
 pytestmark = pytest.mark.server
 CLI = [sys.executable, "-m", "clip_search.cli"]
@@ -51,8 +52,7 @@ def test_serve_cli_serves_and_sigterm_stops_the_whole_group(test_model_tar, tmp_
         output = process.communicate(timeout=60)[0].decode()
         assert process.returncode == 0, output[-2000:]
         assert "stopped" in output
-        time.sleep(1)
-        assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert still_running(family, timeout=1) == []  # the same 1 s bound, over as soon as it holds
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
         assert list(workdir.iterdir()) == []  # nothing written outside the temp dir

@@ -13,6 +13,7 @@ import requests
 from PIL import Image
 
 from clip_search.serving.server import ModelServer, free_port
+from tests.processes import still_running
 
 pytestmark = pytest.mark.server
 MMS_DEFAULT_MAX_RESPONSE = 6_553_500  # bytes: multi-model-server's own default max_response_size
@@ -104,8 +105,7 @@ def test_sigint_stops_serve_and_its_whole_group(test_model_tar, tmp_path):
         output = process.communicate(timeout=60)[0].decode()
         assert process.returncode == 0, output[-2000:]
         assert "stopped" in output and "Traceback" not in output
-        time.sleep(1)
-        assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert still_running(family, timeout=1) == []  # the same 1 s bound, over as soon as it holds
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
     finally:

@@ -1,5 +1,6 @@
-"""Fixtures for the container suite: the built image serving a packaged test model, run the way
-SageMaker Serverless runs it (arbitrary uid, read-only root, only /tmp writable).
+"""Fixtures for the container and local-mode suites (a plugin of tests/conftest.py, so both see
+them): the built image serving a packaged test model, run the way SageMaker Serverless runs it
+(arbitrary uid, read-only root, only /tmp writable).
 
 The slim image (the default, container/build.sh --variant slim) serves torch-free artifacts, so it
 gets the test model packaged for onnx-int8; the full image gets the torch test model.
@@ -7,6 +8,7 @@ gets the test model packaged for onnx-int8; the full image gets the torch test m
 import pytest
 
 from tests.container.docker_helpers import ServingContainer, image_variant, problem
+from tests.session_cache import built_once
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +28,10 @@ def onnx_test_model_tar(tmp_path_factory):
     """The tiny test model exported for onnx-int8 (no safetensors: what the slim image serves)."""
     from clip_search.packaging.build import package_model
 
-    return package_model(tmp_path_factory.mktemp("onnx-model") / "model.tar.gz", test_model=True,
-                         runtime="onnx-int8")
+    def build(folder):
+        package_model(folder / "model.tar.gz", test_model=True, runtime="onnx-int8")
+
+    return built_once(tmp_path_factory, "test-model-onnx-int8", build) / "model.tar.gz"
 
 
 @pytest.fixture(scope="session")
