@@ -16,6 +16,14 @@ $(VENV)/.installed: setup.py constraints.txt
 
 install: $(VENV)/.installed
 
+# checkov (the template checks of tests/infra) pins an old boto3, so it gets an environment of its own.
+CHECKOV_VENV ?= build/checkov
+$(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -r infra/requirements-checkov.txt
+	touch $@
+export CHECKOV ?= $(abspath $(CHECKOV_VENV))/bin/checkov
+
 # The demo's image queries use the Grocery Store Dataset's store photos when they are beside the repo.
 CLIP_SEARCH_GROCERY_DIR ?= $(abspath ../shared/datasets/grocery-store)
 export CLIP_SEARCH_GROCERY_DIR
@@ -25,13 +33,13 @@ demo: install
 
 # ruff first, fast unit tests next (on every core), then the real server, the page in Chromium, then
 # the container and SageMaker local mode; the image builds in the background meanwhile (docs/testing.md).
-test: install
+test: install $(CHECKOV_VENV)/.installed
 	bash scripts/run_tests.sh
 
 lint: install
 	bash scripts/run_tests.sh lint
 
-test-unit: install
+test-unit: install $(CHECKOV_VENV)/.installed
 	bash scripts/run_tests.sh unit
 
 test-server: install

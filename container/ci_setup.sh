@@ -79,6 +79,16 @@ step "build wheelhouse and $VARIANT image $CLIP_SEARCH_IMAGE"
 tail -n1 /tmp/clip-search-image-build.log
 done_step
 
+if [[ "$VARIANT" == slim ]]; then
+    # The query function's image (tests/container/test_lambda_image.py), on the same base and wheelhouse.
+    export CLIP_SEARCH_LAMBDA_IMAGE="${CLIP_SEARCH_LAMBDA_IMAGE:-clip-search:lambda}"
+    step "build lambda image $CLIP_SEARCH_LAMBDA_IMAGE"
+    "$HERE/build.sh" --offline --variant lambda --base-image "$BASE_IMAGE" --tag "$CLIP_SEARCH_LAMBDA_IMAGE" "${build_flags[@]}" \
+        > /tmp/clip-search-lambda-build.log 2>&1 || { tail -40 /tmp/clip-search-lambda-build.log; exit 1; }
+    tail -n1 /tmp/clip-search-lambda-build.log
+    done_step
+fi
+
 if [[ "$RUN_TESTS" == 1 ]]; then
     step "container and local-mode suites"
     cd "$REPO"
