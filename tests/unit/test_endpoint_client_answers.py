@@ -12,9 +12,9 @@ from tests.scripted_endpoint import json_lines as _lines
 
 
 @pytest.fixture
-def endpoint(endpoint):
-    """The scripted endpoint (tests/unit/conftest.py) as (url, server)."""
-    return endpoint.url, endpoint
+def endpoint(scripted_endpoint):
+    """The scripted endpoint (a plugin of tests/conftest.py) as (url, server)."""
+    return scripted_endpoint.url, scripted_endpoint
 
 
 def test_the_url_gets_invocations_once_and_records_go_as_json_lines(endpoint):
