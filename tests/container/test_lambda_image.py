@@ -23,7 +23,7 @@ from tests.app.conftest import DEMO
 from tests.app.test_lambda import v2_event
 from tests.container.docker_helpers import DOCKER, docker
 
-pytestmark = [pytest.mark.container, pytest.mark.server]
+pytestmark = pytest.mark.container
 
 IMAGE = os.environ.get("CLIP_SEARCH_LAMBDA_IMAGE", "clip-search:lambda")
 PREFIX = "/2018-06-01/runtime"
