@@ -35,7 +35,7 @@ extra=()
 # Without byte code: scripts/run_tests.sh builds the image while the tests run, and Python writes
 # __pycache__ files meanwhile (tar fails on a file that changes or vanishes as it reads).
 mkdir -p "$WORK/src"
-tar -C "$REPO" --exclude=__pycache__ -c setup.py README.md constraints.txt code model_build 2>/dev/null \
+tar -C "$REPO" --exclude=__pycache__ -c setup.py README.md constraints.txt code model_build infra 2>/dev/null \
     | tar -C "$WORK/src" -x
 
 # Wheels for the project and its run-time closure (core + EXTRAS). sdists among them are built
