@@ -34,6 +34,16 @@ MANIFEST_FILE = "clip-search-manifest.json"
 FORMAT_VERSION = 1
 
 
+def _plain_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every member, if each is a regular file or a folder inside the archive; else a TarError."""
+    members = tar.getmembers()
+    for member in members:
+        name = Path(member.name)
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            raise tarfile.TarError(f"refusing member {member.name!r}: only files and folders inside the archive")
+    return members
+
+
 def extract_artifact(path: Path) -> Path:
     """An artifact directory as is, or a model.tar.gz extracted into a private temp dir."""
     path = Path(path)
@@ -45,7 +55,10 @@ def extract_artifact(path: Path) -> Path:
     atexit.register(shutil.rmtree, target, True)
     try:
         with tarfile.open(path, "r:*") as tar:
-            tar.extractall(target, filter="data")  # refuses absolute paths, links out, devices
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(target, filter="data")  # refuses absolute paths, links out, devices
+            else:  # a Python without PEP 706 (e.g. 3.11.2): the same refusals, made here
+                tar.extractall(target, members=_plain_members(tar))
     except (tarfile.TarError, OSError, EOFError) as error:
         shutil.rmtree(target, ignore_errors=True)
         raise ModelLoadError(f"model artifact {path} is not a readable tar.gz: {error}") from error

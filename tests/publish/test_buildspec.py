@@ -145,7 +145,7 @@ def fresh_venv() -> tuple[Path, float | None]:
         if (venv / "installed").is_file():
             return venv / "bin", None
         shutil.rmtree(venv, ignore_errors=True)
-        python = shutil.which("python3.11") or sys.executable
+        python = sys.executable  # the Python the project is tested on (a `python3.11` on PATH may be older)
         # The base interpreter, not the test venv's: nothing of the test venv is visible inside.
         base = subprocess.run([python, "-c", "import sys; print(sys._base_executable)"], capture_output=True,
                               text=True, check=True).stdout.strip()

@@ -1,5 +1,6 @@
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,45 @@ def test_a_directory_verified_by_the_parent_is_not_hashed_again(test_model_dir, 
     (model_dir / CONFIG_FILE).unlink()
     with pytest.raises(ModelLoadError, match=f"model artifact is missing {CONFIG_FILE}"):
         verify_artifact(model_dir)  # a missing file is still named
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False])
+def test_extraction_refuses_links_and_paths_out_of_the_archive_with_or_without_pep_706(
+        tmp_path, monkeypatch, has_data_filter):
+    """Pythons before PEP 706 (e.g. Debian's 3.11.2) have no tar filters: the same refusals hold."""
+    import io
+    import tarfile
+
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tar:
+        data = b'{"a": 1}'
+        info = tarfile.TarInfo("sub/config.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert (extract_artifact(good) / "sub" / "config.json").read_bytes() == b'{"a": 1}'
+    for name, kind in (("../escape.txt", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+        bad = tmp_path / "bad.tar.gz"
+        with tarfile.open(bad, "w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+        with pytest.raises(ModelLoadError, match="not a readable tar.gz"):
+            extract_artifact(bad)
+    assert not (tmp_path.parent / "escape.txt").exists()
+    absolute = tmp_path / "absolute.tar.gz"  # PEP 706 extracts it inside the target, the fallback refuses it
+    with tarfile.open(absolute, "w:gz") as tar:
+        info = tarfile.TarInfo("/clip-search-absolute-test.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    try:
+        assert (extract_artifact(absolute) / "clip-search-absolute-test.txt").is_file()
+    except ModelLoadError:
+        assert not has_data_filter
+    assert not Path("/clip-search-absolute-test.txt").exists()
