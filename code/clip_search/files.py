@@ -35,13 +35,13 @@ def split_s3(location: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _s3():
+def _s3(config=None):
     from clip_search.extras import require
 
     require("publish", "boto3", what="reading s3:// locations")
     import boto3
 
-    return boto3.client("s3")
+    return boto3.client("s3", config=config)
 
 
 def read_bytes(location, timeout: float = 30) -> bytes:
@@ -118,7 +118,12 @@ def presigned_url(location: str, seconds: int = 900) -> str:
     bucket, key = split_s3(location)
     if not key:
         raise FileAccessError(f"not an s3://bucket/key location: {location}")
-    return _s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(seconds))
+    # SigV4 always: botocore presigns with SigV2 in us-east-1 by default, which S3 refuses for
+    # objects encrypted with KMS (the stack's bucket, infra/clip-search.yaml) and for new regions.
+    from botocore.config import Config
+
+    client = _s3(Config(signature_version="s3v4"))
+    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(seconds))
 
 
 def sha256_file(path, chunk: int = CHUNK) -> str:
