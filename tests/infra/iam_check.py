@@ -45,6 +45,11 @@ def required(service: str, operation: str, params: dict, region: str, account: s
         return [(f"ecr:{operation}", f"arn:aws:ecr:{region}:{account}:repository/{name}" if name else "*")]
     if service == "iam":
         return [(f"iam:{operation}", f"arn:aws:iam::{account}:role/{params['RoleName']}")]
+    if service == "es":  # an OpenSearch domain's HTTP API: es:ESHttp<Method> on the domain's path
+        return [(f"es:ESHttp{params['method'].title()}",
+                 f"arn:aws:es:{region}:{account}:domain/{params['domain']}{params['path']}")]
+    if service == "aoss":  # an OpenSearch Serverless collection's data plane: one action, on the collection
+        return [("aoss:APIAccessAll", f"arn:aws:aoss:{region}:{account}:collection/{params['collection']}")]
     if service in ("sagemaker", "sagemaker-runtime"):
         needs = []
         if operation == "CreateModel":  # SageMaker assumes the execution role: the caller passes it

@@ -2,6 +2,8 @@
 type of infra/clip-search.yaml that moto can create: Emulator=moto leaves out the rest, listed in
 docs/deploy.md), with the publish flow run on the stack's outputs in between."""
 import ast
+import base64
+import fnmatch
 import functools
 import json
 
@@ -320,3 +322,187 @@ def test_image_variant_lambda_builds_dockerfile_lambda_and_feeds_publish_stack(a
     assert f"lambda_image_uri={state['lambda_image_uri']}" in out
     out = publish_cli("stack", "--parameter", "Emulator=moto", "--no-execute")
     assert "Add     QueryFunction" in out and "not executed (--no-execute); change set deleted" in out
+
+
+# ------------------------------------------------------------------ the query function's role
+# What the query function calls at run time, per search backend, recorded where it goes over the
+# wire: S3 through a recording proxy in front of moto (boto3's presigning, LanceDB's object store
+# and the browser following the presigned URL alike), InvokeEndpoint through the recording proxy in
+# front of the serving handler, OpenSearch in the stand-in's request log. Each backend gets its own
+# stack (moto makes one in about a second): the role's policy differs by SearchBackend.
+QUERY_INDEX = "products"
+DOMAIN = "clip-search"                 # the template's Name: the domain the role's es:ESHttp* names
+COLLECTION = "standin-collection-id"   # a collection's id (the stand-in's host carries none)
+
+
+@pytest.fixture(scope="module")
+def opensearch_spec():
+    """Loaded before `clean` (a function fixture) takes CLIP_SEARCH_OPENSEARCH_SPEC out of the environment."""
+    from tests.standins.opensearch_spec import load
+
+    return load()
+
+
+def query_role_calls(stack_env: dict, backend: str, aws: dict, test_encoder, photos, moto_url, monkeypatch, spec):
+    """Index three products as the index writer would (not recorded), then drive the query function
+    (`clip_search.app.lambda_handler`, configured by the function's environment from the stack) and
+    return every AWS call it made: (service, operation, parameters)."""
+    import requests
+
+    from clip_search.app import aws as lambda_app
+    from clip_search.app import lambda_handler
+    from clip_search.search.client import SearchClient
+    from clip_search.search.embeddings import LocalEmbedder
+    from tests.app.test_lambda import LambdaContext, body_of, json_of, v2_event
+    from tests.publish.recording_proxy import HandlerEndpoint, RecordingProxy, S3RecordingProxy, signing_service
+    from tests.standins.opensearch_standin import OpenSearchStandIn
+
+    bucket, s3 = stack_env["bucket"], aws["s3"]
+    lines = []
+    for i, photo in enumerate(photos):
+        s3.put_object(Bucket=bucket, Key=f"clip-search/images/{photo.name}", Body=photo.read_bytes())
+        lines.append(json.dumps({"id": f"p{i}", "title": photo.stem, "department": "Fruit" if i % 2 else "Packages",
+                                 "image": f"s3://{bucket}/clip-search/images/{photo.name}"}) + "\n")
+    catalogue = aws["tmp"] / "query-catalogue.jsonl"
+    catalogue.write_text("".join(lines))
+    variables = stack_env["function_env"]
+    standin = None
+    if backend == "lancedb":
+        index = variables["CLIP_SEARCH_INDEX"]
+        assert index == f"s3://{bucket}/clip-search/index/{QUERY_INDEX}" == stack_env["index"]
+    else:
+        # Under Emulator=moto there is no domain or collection: the function's URL names a stand-in host.
+        assert variables["CLIP_SEARCH_INDEX"] == f"https://search.invalid/{QUERY_INDEX}"
+        standin = OpenSearchStandIn(aoss=backend == "serverless", spec=spec).start()
+        index = f"{standin.url}/{QUERY_INDEX}"
+        monkeypatch.setenv("OPENSEARCH_AUTH", "sigv4")
+        if backend == "serverless":
+            monkeypatch.setenv("OPENSEARCH_SERVICE", "aoss")
+    try:
+        # As the index writer (CodeBuild, the admin) builds it; the query role's calls start below.
+        with SearchClient(index, LocalEmbedder(test_encoder)) as client:
+            assert client.index_catalogue(catalogue, progress=False).indexed == len(photos)
+        with HandlerEndpoint(test_encoder) as endpoint, RecordingProxy(endpoint.url) as runtime, \
+                S3RecordingProxy(moto_url) as s3_proxy:
+            monkeypatch.setenv("CLIP_SEARCH_INDEX", index)
+            monkeypatch.setenv("CLIP_SEARCH_ENDPOINT", variables["CLIP_SEARCH_ENDPOINT"])
+            monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_proxy.url)
+            if standin is not None:
+                standin.requests.clear()
+            lambda_app.reset()
+            try:
+                def call(event):
+                    return lambda_handler(event, LambdaContext())
+
+                answer = json_of(call(v2_event("GET", "/api/search", [("q", photos[0].stem), ("k", 3)])))
+                assert len(answer["hits"]) == 3
+                photo = photos[1].read_bytes()
+                by_photo = json_of(call(v2_event("POST", "/api/search", headers={"content-type": "application/json"},
+                                                 body=json.dumps({"image": base64.b64encode(photo).decode(), "k": 1}))))
+                assert by_photo["hits"][0]["id"] == "p1"
+                assert json_of(call(v2_event("GET", "/api/products/p2")))["title"] == photos[2].stem
+                facets = json_of(call(v2_event("GET", "/api/facets")))["facets"]
+                assert {f["field"] for f in facets} >= {"department"}
+                assert json_of(call(v2_event("GET", "/healthz")))["products"] == len(photos)
+                image = call(v2_event("GET", "/api/products/p1/image"))
+                assert image["statusCode"] == 307, body_of(image)
+                # The browser fetches the presigned URL: signed with the function's credentials.
+                fetched = requests.get(image["headers"]["location"], timeout=30)
+                assert fetched.status_code == 200 and fetched.content == photo
+            finally:
+                lambda_app.reset()
+        assert standin is None or standin.take_violations() == []
+        calls = s3_proxy.calls()
+        assert {r["signed_for"] for r in s3_proxy.requests} == {"s3"}
+        calls += [("sagemaker-runtime", "InvokeEndpoint", {"EndpointName": r["path"].split("/")[2]})
+                  for r in runtime.requests]
+        for request in standin.requests if standin else []:
+            service = signing_service({"Authorization": request["headers"].get("authorization", "")}, {})
+            assert service == ("aoss" if backend == "serverless" else "es"), request
+            if backend == "serverless":
+                calls.append(("aoss", "APIAccessAll", {"collection": COLLECTION}))
+            else:
+                calls.append(("es", f"ESHttp{request['method'].title()}",
+                              {"method": request["method"], "path": request["path"], "domain": DOMAIN}))
+        return calls
+    finally:
+        if standin is not None:
+            standin.stop()
+
+
+def _without(policy: dict, action: str) -> dict:
+    trimmed = json.loads(json.dumps(policy))
+    for statement in trimmed["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        statement["Action"] = [a for a in actions if a != action]
+    return trimmed
+
+
+@pytest.mark.parametrize("backend, removed", [("domain-vpc", "es:ESHttpPost"), ("serverless", "aoss:APIAccessAll"),
+                                              ("lancedb", "s3:ListBucket")])
+def test_query_function_calls_are_allowed_by_its_role(backend, removed, opensearch_spec, clean, publish_cli, test_encoder,
+                                                      catalogue_photos, moto_url, monkeypatch):
+    publish_cli("stack", "--parameter", "Emulator=moto", "--parameter", f"SearchBackend={backend}",
+                "--query-image", LAMBDA_IMAGE)
+    c = _clients()
+    state = json.loads((clean["tmp"] / "state.json").read_text())
+    function = c["lambda"].get_function(FunctionName="clip-search-query")["Configuration"]
+    stack_env = {"bucket": state["bucket"], "index": state.get("index"),
+                 "function_env": function["Environment"]["Variables"]}
+    policy = deployed_policies(c["iam"])["QueryRole"]
+    assert iam_check.over_broad(policy) == []
+
+    calls = query_role_calls(stack_env, backend, clean, test_encoder, catalogue_photos[:3], moto_url, monkeypatch,
+                             opensearch_spec)
+    account = state["role_arn"].split(":")[4]
+    by_service = {(service, op) for service, op, _ in calls}
+    assert ("sagemaker-runtime", "InvokeEndpoint") in by_service and ("s3", "GetObject") in by_service
+    assert {"es": ("es", "ESHttpPost"), "aoss": ("aoss", "APIAccessAll"),
+            "s3": ("s3", "ListObjectsV2")}[removed.split(":")[0]] in by_service
+    denied = iam_check.denied(policy, calls, REGION, account)
+    assert denied == [], "\n".join(map(str, denied))
+    # The listing condition (s3:prefix under the index) holds too: parliament does not evaluate conditions.
+    for statement in policy["Statement"]:
+        if statement.get("Sid") == "ListIndex":
+            [pattern] = _as_list(statement["Condition"]["StringLike"]["s3:prefix"])
+            prefixes = [params.get("Prefix", "") for _, op, params in calls if op.startswith("List")]
+            assert prefixes and all(fnmatch.fnmatchcase(p, pattern) for p in prefixes), (pattern, prefixes)
+
+    # ...and the check notices a missing grant: without InvokeEndpoint, without the backend's action.
+    for action in ("sagemaker:InvokeEndpoint", removed):
+        missing = {a for _, a, _ in iam_check.denied(_without(policy, action), calls, REGION, account)}
+        assert missing == {action}, (action, missing)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_later_steps_take_the_stacks_names_and_index(clean, publish_cli, test_model_tar):
+    """A stack with its own names: the steps after `publish stack` take its prefix, repository,
+    package group and index URL from the state; what the user gives still wins."""
+    from model_build.config import State, load_config
+
+    publish_cli("stack", "--parameter", "Emulator=moto", "--parameter", "Name=shop-search", "--parameter", "Prefix=shop",
+                "--parameter", "PackageGroupName=shop-models", "--parameter", "SearchBackend=lancedb")
+    state = json.loads((clean["tmp"] / "state.json").read_text())
+    bucket = state["bucket"]
+    assert state["index"] == f"s3://{bucket}/shop/index/products"
+    config = State(clean["tmp"] / "state.json").fill(load_config({}))
+    assert (config.prefix, config.repository, config.package_group) == ("shop", "shop-search", "shop-models")
+    assert config.role_arn.endswith(":role/shop-search-sagemaker")
+    assert State(clean["tmp"] / "state.json").fill(load_config({"prefix": "mine"})).prefix == "mine"
+
+    assert f"model_data=s3://{bucket}/shop/models/" in publish_cli("artifact", "--model", test_model_tar)
+    out = publish_cli("pipeline", "catalogue", "upsert", "--image-uri", IMAGE)
+    assert f"index s3://{bucket}/shop/index/products (from `publish stack`" in out
+    sm = boto3.client("sagemaker", region_name=REGION)
+    definition = json.loads(sm.describe_pipeline(PipelineName="clip-search-catalogue")["PipelineDefinition"])
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert defaults["Index"] == state["index"] and defaults["CatalogueUri"] == f"s3://{bucket}/shop/catalogue/"
+    assert defaults["ModelPackageGroup"] == "shop-models"
+    # A given index beats the stack's.
+    publish_cli("pipeline", "catalogue", "upsert", "--image-uri", IMAGE, "--index", "https://search.example/products")
+    definition = json.loads(sm.describe_pipeline(PipelineName="clip-search-catalogue")["PipelineDefinition"])
+    assert {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}["Index"] == "https://search.example/products"
