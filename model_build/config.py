@@ -34,6 +34,9 @@ PRODUCED_BY = {"model_data": "artifact", "image_uri": "image", "evaluation": "ev
                "model_package_arn": "register"}
 # Prerequisites made once per account: `publish stack` creates them.
 PREREQUISITES = ("bucket", "role_arn")
+# Names with a default that `publish stack` records from the stack's outputs (its Name, Prefix and
+# PackageGroupName parameters): the stack's value beats the default, a value the user gives beats both.
+STACK_NAMES = ("prefix", "repository", "package_group")
 
 
 def _field(env: str, default=None, help: str = "", kind=str):
@@ -187,8 +190,9 @@ class State:
 
     def fill(self, config: PublishConfig) -> PublishConfig:
         """Settings the user gave nowhere default to what earlier steps (and `publish stack`) produced."""
-        for key in (*PRODUCED_BY, *PREREQUISITES):
-            if getattr(config, key) in (None, "") and self.get(key):
+        for key in (*PRODUCED_BY, *PREREQUISITES, *STACK_NAMES):
+            unset = key not in config.sources if key in STACK_NAMES else getattr(config, key) in (None, "")
+            if unset and self.get(key):
                 setattr(config, key, self.get(key))
                 config.sources = {**config.sources, key: f"state file {self.path}"}
         return config

@@ -126,10 +126,11 @@ def deploy_stack(aws: Aws, stack_name: str = DEFAULT_STACK, parameters: dict | N
     return outputs_of(stack)
 
 
-def state_values(outputs: dict[str, str], stack_name: str) -> dict[str, str]:
-    """The publish state entries for these stack outputs."""
+def state_values(outputs: dict[str, str | None], stack_name: str) -> dict[str, str | None]:
+    """The publish state entries for these stack outputs. An output the stack no longer has (or has
+    empty: an update to another SearchBackend) clears its entry, so no later step uses a stale value."""
     values = {"stack": stack_name}
-    values.update({STATE_KEYS[k]: v for k, v in outputs.items() if k in STATE_KEYS and v})
+    values.update({key: outputs.get(output) or None for output, key in STATE_KEYS.items()})
     return values
 
 

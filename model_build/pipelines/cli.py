@@ -84,7 +84,8 @@ def parse_parameters(given, declared: list[dict]) -> list[dict]:
               help="model: the `full` image the package and evaluate steps run in [env CLIP_SEARCH_FULL_IMAGE_URI].")
 @click.option("--index", "index_location", envvar="CLIP_SEARCH_PIPELINE_INDEX",
               help="catalogue: the Index parameter's default (OpenSearch URL or s3:// LanceDB prefix) "
-                   "[env CLIP_SEARCH_PIPELINE_INDEX; default: s3://BUCKET/PREFIX/index].")
+                   "[env CLIP_SEARCH_PIPELINE_INDEX; default: the stack's index (`publish stack`), "
+                   "else s3://BUCKET/PREFIX/index].")
 @click.option("-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE",
               help="start: a pipeline parameter (repeatable).")
 @click.option("--wait/--no-wait", default=False, show_default=True, help="start: wait until the execution ends.")
@@ -95,6 +96,9 @@ def pipeline_command(name, action, pipeline_name, full_image_uri, index_location
     pipeline_name = pipeline_name or _default_name(name)
     sm = aws.client("sagemaker")
     if action == "upsert":
+        if not index_location and state.get("index"):  # the stack's IndexUrl output
+            index_location = state.get("index")
+            click.echo(f"index {index_location} (from `publish stack`, state file {state.path})")
         pipeline = build_pipeline(aws, name, pipeline_name, full_image_uri, index_location)
         arn = pipeline.upsert(role_arn=aws.config.role_arn,
                               description=f"clip-search {name} pipeline (model_build/pipelines/{name}.py)")["PipelineArn"]

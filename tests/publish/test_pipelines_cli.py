@@ -11,6 +11,11 @@ def _settings(aws):
 
 
 def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws, publish_cli):
+    # The index `publish stack` recorded (the stack's IndexUrl output): the default when --index is
+    # not given; a given --index wins.
+    stack_index = f"s3://{BUCKET}/other-index"
+    state_file = aws["tmp"] / "state.json"
+    state_file.write_text(json.dumps({"index": stack_index}))
     out = publish_cli("pipeline", "catalogue", "upsert", *_settings(aws), "--index", "https://search.example:9200/products")
     arn = out.strip().splitlines()[-1].removeprefix("catalogue_pipeline=")
     described = aws["sm"].describe_pipeline(PipelineName="clip-search-catalogue")
@@ -19,10 +24,11 @@ def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws,
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert defaults["Index"] == "https://search.example:9200/products"
     assert defaults["CatalogueUri"] == f"s3://{BUCKET}/clip-search/catalogue/"
-    assert json.loads((aws["tmp"] / "state.json").read_text())["catalogue_pipeline"] == arn
+    assert json.loads(state_file.read_text())["catalogue_pipeline"] == arn
 
-    # Again with another index: the same pipeline, updated in place.
-    publish_cli("pipeline", "catalogue", "upsert", *_settings(aws), "--index", f"s3://{BUCKET}/other-index")
+    # Again without --index: the stack's index, the same pipeline, updated in place.
+    out = publish_cli("pipeline", "catalogue", "upsert", *_settings(aws))
+    assert f"index {stack_index} (from `publish stack`, state file {state_file})" in out
     definition = json.loads(aws["sm"].describe_pipeline(PipelineName="clip-search-catalogue")["PipelineDefinition"])
     assert {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}["Index"] == f"s3://{BUCKET}/other-index"
     assert len(aws["sm"].list_pipelines()["PipelineSummaries"]) == 1
