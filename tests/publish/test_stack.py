@@ -1,6 +1,7 @@
 """`publish stack` and `publish teardown` against moto's server (CloudFormation and every resource
 type of infra/clip-search.yaml that moto can create: Emulator=moto leaves out the rest, listed in
-docs/deploy.md), with the publish flow run on the stack's outputs in between."""
+docs/deploy.md), with the publish flow run on the stack's outputs in between; the query function's
+calls checked against its role per search backend; the update path; the state later steps read."""
 import ast
 import base64
 import fnmatch
@@ -465,7 +466,7 @@ def test_query_function_calls_are_allowed_by_its_role(backend, removed, opensear
     # The listing condition (s3:prefix under the index) holds too: parliament does not evaluate conditions.
     for statement in policy["Statement"]:
         if statement.get("Sid") == "ListIndex":
-            [pattern] = _as_list(statement["Condition"]["StringLike"]["s3:prefix"])
+            [pattern] = iam_check._as_list(statement["Condition"]["StringLike"]["s3:prefix"])
             prefixes = [params.get("Prefix", "") for _, op, params in calls if op.startswith("List")]
             assert prefixes and all(fnmatch.fnmatchcase(p, pattern) for p in prefixes), (pattern, prefixes)
 
@@ -473,10 +474,6 @@ def test_query_function_calls_are_allowed_by_its_role(backend, removed, opensear
     for action in ("sagemaker:InvokeEndpoint", removed):
         missing = {a for _, a, _ in iam_check.denied(_without(policy, action), calls, REGION, account)}
         assert missing == {action}, (action, missing)
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 def test_later_steps_take_the_stacks_names_and_index(clean, publish_cli, test_model_tar):
