@@ -10,6 +10,8 @@
 #                        serves every runtime, torch artifacts included (the pre-slim image)
 #   --variant lambda     the query function for AWS Lambda (container/Dockerfile.lambda): core + the
 #                        `lambda` extra (app + opensearch + awslambdaric); no torch, no Java
+#   --variant processing the pipelines' processing steps (container/Dockerfile.processing): one layer
+#                        on the serving image (--serving-image) adding LanceDB/Arrow and opensearch-py
 #   --offline (default)  build the wheelhouse on the host (build_wheelhouse.sh) and install only
 #                        from it inside the build: no PyPI, no CA set-up, works air-gapped.
 #   --online             install from PyPI inside the build, CPU torch from --torch-index-url
@@ -17,6 +19,7 @@
 #                        comes from the host.
 #   --tag TAG            image tag (default clip-search:latest for slim, clip-search:full for full)
 #   --no-cache           do not reuse Docker's build cache
+#   --serving-image TAG  the image the processing variant extends (default clip-search:latest)
 #   --base-image IMAGE   Debian bookworm base (default debian:bookworm-slim; on a machine with no
 #                        registry, run container/make_base_image.sh and pass local/debian:bookworm)
 # Env: DOCKER (default /usr/bin/docker), PYTHON (host python for the wheelhouse, default python3).
@@ -30,6 +33,7 @@ VARIANT=slim
 TAG=
 BASE_IMAGE=debian:bookworm-slim
 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+SERVING_IMAGE=clip-search:latest
 NO_CACHE=()
 
 while [[ $# -gt 0 ]]; do
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --online) MODE=online ;;
         --tag) TAG="$2"; shift ;;
         --base-image) BASE_IMAGE="$2"; shift ;;
+        --serving-image) SERVING_IMAGE="$2"; shift ;;
         --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
         --no-cache) NO_CACHE=(--no-cache) ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
@@ -51,11 +56,12 @@ case "$VARIANT" in
     slim) EXTRAS=serve; TAG="${TAG:-clip-search:latest}" ;;
     full) EXTRAS=serve,package,openvino; TAG="${TAG:-clip-search:full}" ;;
     lambda) EXTRAS=lambda; TAG="${TAG:-clip-search:lambda}" ;;
-    *) echo "unknown --variant: $VARIANT (slim, full or lambda)" >&2; exit 2 ;;
+    processing) EXTRAS=serve,opensearch; TAG="${TAG:-clip-search:processing}" ;;
+    *) echo "unknown --variant: $VARIANT (slim, full, lambda or processing)" >&2; exit 2 ;;
 esac
 
 BUILD="$HERE/.build/$VARIANT"
-rm -rf "$BUILD/wheelhouse" "$BUILD/project"
+rm -rf "$BUILD/wheelhouse" "$BUILD/project" "$BUILD/missing"
 mkdir -p "$BUILD/wheelhouse" "$BUILD/project"
 cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
 
@@ -69,6 +75,26 @@ else
     offline=0
 fi
 wheelhouse_s=$((SECONDS - started))
+if [[ "$VARIANT" == processing ]]; then
+    # Stage only the wheels the serving image lacks (by distribution name; the project is in it).
+    "$DOCKER" image inspect "$SERVING_IMAGE" >/dev/null 2>&1 \
+        || { echo "serving image $SERVING_IMAGE not built: build it first (--variant slim)" >&2; exit 1; }
+    installed="$("$DOCKER" run --rm --entrypoint /opt/venv/bin/python "$SERVING_IMAGE" -m pip list --format=freeze \
+                 | cut -d= -f1 | tr 'A-Z_.' 'a-z--')"
+    mkdir -p "$BUILD/missing"
+    for wheel in "$BUILD"/wheelhouse/*.whl; do
+        name="$(basename "$wheel" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')"
+        grep -qx "$name" <<<"$installed" || mv "$wheel" "$BUILD/missing/"
+    done
+    rm -rf "$BUILD/wheelhouse" && mv "$BUILD/missing" "$BUILD/wheelhouse"
+    echo "processing: $(ls "$BUILD/wheelhouse" | wc -l) wheels the serving image lacks: $(ls "$BUILD/wheelhouse" | cut -d- -f1 | xargs)"
+    started=$SECONDS
+    "$DOCKER" build "${NO_CACHE[@]}" --build-arg SERVING_IMAGE="$SERVING_IMAGE" \
+        -t "$TAG" -f "$HERE/Dockerfile.processing" "$HERE"
+    echo "built $TAG (processing on $SERVING_IMAGE): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
+         "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"
+    exit 0
+fi
 # The project's wheel goes in its own layer (see the Dockerfile).
 mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
 # The image's requirements: the wheel's Requires-Dist for core + this variant's extras, less the

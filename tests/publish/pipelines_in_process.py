@@ -6,8 +6,9 @@ properties (`InProcessEquivalent`):
 - Processing: the job's entry point (`python -m model_build.pipelines.jobs STEP` + the arguments
   the executor evaluated from the definition) runs in this process, with its inputs downloaded from
   S3 (moto's) into a folder standing for /opt/ml/processing and its outputs uploaded to the S3
-  URIs of the definition. Not in the image: in local mode the job's container could not reach moto
-  or the OpenSearch stand-in, which listen on 127.0.0.1 only (docker-compose puts it on a bridge).
+  URIs of the definition. Not in the image: these tests run without Docker, in the server tier;
+  tests/local_mode/test_local_pipelines.py runs the same pipelines with their jobs in Docker
+  (run_in_local_mode below).
 - CreateModel: the SDK's local executor calls its local client's signature; the step's arguments
   go to CreateModel (moto's) instead.
 - Transform: moto completes a transform job without running it; the real model server on this
@@ -175,6 +176,34 @@ class _Execution(_LocalPipelineExecution):
         for step in swapped:
             self.step_execution[step.name] = _LocalPipelineExecutionStep(step.name, step.step_type, step.description,
                                                                          step.display_name)
+
+
+class _LocalModeFactory(_StepExecutorFactory):
+    """SDK local mode (jobs in Docker) for every step but the processing steps named in `in_process`
+    and the register step, which local pipelines cannot run."""
+
+    def __init__(self, executor, in_process):
+        super().__init__(executor)
+        self.in_process = set(in_process)
+
+    def get(self, step):
+        if step.step_type == StepTypeEnum.PROCESSING and step.name in self.in_process:
+            return _InProcessProcessing(self.pipeline_executor, step)
+        if step.step_type == StepTypeEnum.REGISTER_MODEL:
+            return _RegisterThroughApi(self.pipeline_executor, step)
+        return super().get(step)
+
+
+def run_in_local_mode(pipeline, parameters: dict, workdir, session, execution_id: str = "execution-1",
+                      in_process=("PackageModel",)):
+    """The SDK's local executor as LocalPipelineSession runs it (processing and transform jobs in
+    Docker), but RegisterModel through CreateModelPackage and the `in_process` processing steps in
+    this process (PackageModel: torch is in the `full` image only, which CI does not build)."""
+    execution = _Execution(execution_id, pipeline, PipelineParameters=parameters, local_session=session)
+    executor = LocalPipelineExecutor(execution, session)
+    executor.workdir = str(workdir)
+    executor._step_executor_factory = _LocalModeFactory(executor, in_process)
+    return executor.execute()
 
 
 def run_pipeline(pipeline, parameters: dict, workdir, session, execution_id: str = "execution-1"):
