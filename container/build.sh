@@ -65,6 +65,59 @@ rm -rf "$BUILD/wheelhouse" "$BUILD/project" "$BUILD/missing"
 mkdir -p "$BUILD/wheelhouse" "$BUILD/project"
 cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
 
+if [[ "$VARIANT" == processing ]]; then
+    # Only the wheels the serving image lacks: the index packages of core (LanceDB, Arrow) and the
+    # opensearch extra, at the requirements of the clip-search installed in it. Taken from the other
+    # variants' wheelhouses where they are (no second full wheelhouse), else from the index.
+    "$DOCKER" image inspect "$SERVING_IMAGE" >/dev/null 2>&1 \
+        || { echo "serving image $SERVING_IMAGE not built: build it first (--variant slim or full)" >&2; exit 1; }
+    started=$SECONDS
+    "$DOCKER" run --rm --entrypoint /opt/venv/bin/python "$SERVING_IMAGE" -c '
+import importlib.metadata as m
+print("\n".join(d.metadata["Name"] for d in m.distributions()))
+print("--")
+print("\n".join(m.requires("clip-search") or []))' > "$BUILD/serving-image.txt"
+    "$PYTHON" - "$BUILD/serving-image.txt" > "$BUILD/requirements.txt" <<'PY'
+import sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+installed, _, requires = open(sys.argv[1]).read().partition("--\n")
+installed = {canonicalize_name(n) for n in installed.split()}
+for line in requires.splitlines():
+    requirement = Requirement(line)
+    if canonicalize_name(requirement.name) in installed:
+        continue
+    if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in ("", "opensearch")):
+        requirement.marker = None
+        print(requirement)
+PY
+    links=()
+    for other in "$HERE"/.build/*/wheelhouse; do
+        [[ "$other" != "$BUILD/wheelhouse" ]] && links+=(--find-links "$other")
+    done
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$BUILD/missing" "${links[@]}" -c "$REPO/constraints.txt" \
+        -r "$BUILD/requirements.txt" 2> >(grep -v "^WARNING: Location 'file:" >&2)
+    "$PYTHON" - "$BUILD/serving-image.txt" "$BUILD/missing" "$BUILD/wheelhouse" <<'PY'
+import sys
+from pathlib import Path
+from packaging.utils import canonicalize_name, parse_wheel_filename
+installed = {canonicalize_name(n) for n in open(sys.argv[1]).read().partition("--")[0].split()}
+for wheel in Path(sys.argv[2]).glob("*.whl"):
+    if parse_wheel_filename(wheel.name)[0] not in installed:
+        wheel.rename(Path(sys.argv[3]) / wheel.name)
+PY
+    rm -rf "$BUILD/missing"
+    wheelhouse_s=$((SECONDS - started))
+    echo "processing: $(ls "$BUILD/wheelhouse" | wc -l) wheels the serving image lacks:" \
+         "$(ls "$BUILD/wheelhouse" | cut -d- -f1 | xargs)"
+    started=$SECONDS
+    "$DOCKER" build "${NO_CACHE[@]}" --build-arg SERVING_IMAGE="$SERVING_IMAGE" \
+        -t "$TAG" -f "$HERE/Dockerfile.processing" "$BUILD"
+    echo "built $TAG (processing on $SERVING_IMAGE): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
+         "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"
+    exit 0
+fi
+
 started=$SECONDS
 if [[ "$MODE" == offline ]]; then
     PYTHON="$PYTHON" "$HERE/build_wheelhouse.sh" "$BUILD/wheelhouse" "$EXTRAS"
@@ -75,26 +128,6 @@ else
     offline=0
 fi
 wheelhouse_s=$((SECONDS - started))
-if [[ "$VARIANT" == processing ]]; then
-    # Stage only the wheels the serving image lacks (by distribution name; the project is in it).
-    "$DOCKER" image inspect "$SERVING_IMAGE" >/dev/null 2>&1 \
-        || { echo "serving image $SERVING_IMAGE not built: build it first (--variant slim)" >&2; exit 1; }
-    installed="$("$DOCKER" run --rm --entrypoint /opt/venv/bin/python "$SERVING_IMAGE" -m pip list --format=freeze \
-                 | cut -d= -f1 | tr 'A-Z_.' 'a-z--')"
-    mkdir -p "$BUILD/missing"
-    for wheel in "$BUILD"/wheelhouse/*.whl; do
-        name="$(basename "$wheel" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')"
-        grep -qx "$name" <<<"$installed" || mv "$wheel" "$BUILD/missing/"
-    done
-    rm -rf "$BUILD/wheelhouse" && mv "$BUILD/missing" "$BUILD/wheelhouse"
-    echo "processing: $(ls "$BUILD/wheelhouse" | wc -l) wheels the serving image lacks: $(ls "$BUILD/wheelhouse" | cut -d- -f1 | xargs)"
-    started=$SECONDS
-    "$DOCKER" build "${NO_CACHE[@]}" --build-arg SERVING_IMAGE="$SERVING_IMAGE" \
-        -t "$TAG" -f "$HERE/Dockerfile.processing" "$HERE"
-    echo "built $TAG (processing on $SERVING_IMAGE): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
-         "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"
-    exit 0
-fi
 # The project's wheel goes in its own layer (see the Dockerfile).
 mv "$BUILD"/wheelhouse/clip_search-*.whl "$BUILD/project/"
 # The image's requirements: the wheel's Requires-Dist for core + this variant's extras, less the
