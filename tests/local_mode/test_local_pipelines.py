@@ -70,14 +70,15 @@ def local(tmp_path_factory, serving_model_tar):
     (home / "sdk-config.yaml").write_text(TELEMETRY_OFF)
     moto = run_moto(tmp_path_factory, "-m", "moto.server", host=_gateway())
     moto_url = next(moto)
-    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+    # The jobs' environment: local mode adds the session's credentials itself (twice is refused).
+    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name in list(os.environ):
                 if name.startswith("AWS_"):
                     patch.delenv(name)
-            for name, value in {**env, "AWS_EC2_METADATA_DISABLED": "true",
+            for name, value in {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                "AWS_EC2_METADATA_DISABLED": "true",
                                 "AWS_CONFIG_FILE": str(home / "aws-config"),
                                 "SAGEMAKER_USER_CONFIG_OVERRIDE": str(home / "sdk-config.yaml"),
                                 "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(home / "sdk-config.yaml"),
