@@ -225,7 +225,7 @@ def test_model_pipeline_gate_both_ways_in_docker(local, tmp_path):
     assert steps["EvaluateModel"].properties["AppSpecification"]["ImageUri"] == PROCESSING_IMAGE  # in Docker
     assert "InProcessEquivalent" not in steps["EvaluateModel"].properties
     assert steps["PackageModel"].properties["InProcessEquivalent"]
-    assert steps["RegisterModel"].properties["InProcessEquivalent"]
+    assert steps["RegisterModel-RegisterModel"].properties["InProcessEquivalent"]  # ModelStep names it so
     assert steps["RecallGate"].properties["Outcome"] is True and steps["RecallTooLow"].status is None
     evaluation = steps["EvaluateModel"].properties["ProcessingOutputConfig"]["Outputs"]["evaluation"]["S3Output"]["S3Uri"]
     figure = _read_json(s3, evaluation + "/gate.json")["recall_at_10"]
@@ -242,5 +242,5 @@ def test_model_pipeline_gate_both_ways_in_docker(local, tmp_path):
     assert failed.step_execution["RecallGate"].properties["Outcome"] is False
     message = f"text recall@10 {figure} is below MinRecallAt10 {threshold} - not registered"
     assert failed.failure_reason == f"Step 'RecallTooLow' failed with message: {message}"
-    assert failed.step_execution["RegisterModel"].status is None
+    assert failed.step_execution["RegisterModel-RegisterModel"].status is None
     assert len(sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]) == 1
