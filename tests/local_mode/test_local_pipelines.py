@@ -10,8 +10,11 @@
 - The model build, its condition both ways: EvaluateModel runs in the processing image and
   RecallGate reads its property file; two steps are swapped, and say so in their properties
   (`InProcessEquivalent`): PackageModel (it needs torch, which is in the `full` image, not in the
-  image CI builds) runs in this process, and RegisterModel (local pipelines refuse it: "Unsupported
-  step type") calls CreateModelPackage on moto with the step's evaluated arguments.
+  image CI builds) hands on the session's packaged test model (`package-model --test-model`, made
+  once for the container tier) after checking the step asked for exactly that, and RegisterModel
+  (local pipelines refuse it: "Unsupported step type") calls CreateModelPackage on moto with the
+  step's evaluated arguments. The job itself (jobs.package) runs in the server tier's in-process
+  run of this pipeline (tests/publish/test_pipelines.py).
 
 Networking: local mode runs containers with docker-compose on its "sagemaker-local" bridge network,
 from which 127.0.0.1 is the container itself. moto (S3, SageMaker) listens on that network's gateway
@@ -144,6 +147,12 @@ def _upload_catalogue(s3, folder, prefix="catalogue"):
             s3.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(folder)}")
 
 
+def _durations(execution) -> str:
+    """Seconds per step that ran (printed: shown when a test fails, or with -s)."""
+    return ", ".join(f"{name} {(step.end_time - step.start_time):.1f} s" for name, step in execution.step_execution.items()
+                     if step.start_time and step.end_time)
+
+
 def _encoded(s3, execution) -> list[dict]:
     """The records the local Batch Transform answered (its *.out files), [] when it did not run."""
     step = execution.step_execution["EncodeChanged"]
@@ -170,6 +179,7 @@ def test_catalogue_pipeline_in_docker_encodes_only_what_changed(local, tmp_path)
     def refresh():
         _upload_catalogue(s3, shop.folder)
         execution = pipeline.start(parameters=parameters)
+        print("catalogue refresh:", _durations(execution))
         failed = {name: step.failure_reason for name, step in execution.step_execution.items() if step.failure_reason}
         assert execution.status == "Succeeded", (execution.failure_reason, failed)
         load = next(execution.step_execution[name] for name in ("LoadEmbeddings", "ApplyDeletions")
@@ -201,7 +211,42 @@ def test_catalogue_pipeline_in_docker_encodes_only_what_changed(local, tmp_path)
         assert index.count() == 8
 
 
-def test_model_pipeline_gate_both_ways_in_docker(local, tmp_path):
+class _PackagedTestModel:
+    """PackageModel's equivalent: the session's test model artifact, put where the step's output
+    goes, if the step's evaluated arguments ask for the test model in that artifact's runtime."""
+
+    def __init__(self, artifact: Path):
+        from clip_search.artifact import read_packed_manifest
+
+        self.artifact, self.manifest = artifact, read_packed_manifest(artifact)
+
+    def executor(self, pipeline_executor, step):
+        from sagemaker.local.pipeline import _StepExecutor
+
+        artifact, manifest = self.artifact, self.manifest
+
+        class Executor(_StepExecutor):
+            def execute(self):
+                arguments = self.pipline_executor.evaluate_step_arguments(self.step)
+                given = arguments["AppSpecification"]["ContainerArguments"]
+                options = dict(zip(given[::2], given[1::2], strict=True))
+                if options.get("--test-model") != "true" or options.get("--runtime") != manifest["runtime"]:
+                    self.pipline_executor.execution.update_step_failure(
+                        self.step.name, f"the equivalent has the {manifest['runtime']} test model only, not {options}")
+                    return None
+                output = arguments["ProcessingOutputConfig"]["Outputs"][0]
+                uri = output["S3Output"]["S3Uri"].rstrip("/")
+                boto3.client("s3").upload_file(str(artifact), *_split(f"{uri}/model.tar.gz"))
+                return {"ProcessingOutputConfig": {"Outputs": {output["OutputName"]: {
+                            "OutputName": output["OutputName"], "S3Output": {"S3Uri": uri}}}},
+                        "ProcessingJobStatus": "Completed",
+                        "InProcessEquivalent": "the session's `package-model --test-model` artifact, packaged once "
+                                               "(torch is in the full image only)"}
+
+        return Executor(pipeline_executor, step)
+
+
+def test_model_pipeline_gate_both_ways_in_docker(local, serving_model_tar, tmp_path):
     from clip_search.demo_data import GROCERY as DEMO_DATA
     from model_build.pipelines import model
     from tests.publish.pipelines_in_process import run_in_local_mode
@@ -216,11 +261,15 @@ def test_model_pipeline_gate_both_ways_in_docker(local, tmp_path):
                                   serving_image_uri=IMAGE, sagemaker_session=local["session"],
                                   environment=local["env"])
     parameters = {"EvaluationCatalogueUri": f"s3://{BUCKET}/eval/catalogue/",
-                  "EvaluationQueriesUri": f"s3://{BUCKET}/eval/queries/", "TestModel": "true", "Runtime": "onnx",
+                  "EvaluationQueriesUri": f"s3://{BUCKET}/eval/queries/", "TestModel": "true",
                   "MinRecallAt10": 0.0, "ModelPackageGroup": group, "ProcessingInstanceType": "local"}
+    packaged = _PackagedTestModel(serving_model_tar)
+    parameters["Runtime"] = packaged.manifest["runtime"]
 
-    passed = run_in_local_mode(pipeline, parameters, tmp_path / "pass", local["session"], "pass")
+    passed = run_in_local_mode(pipeline, parameters, tmp_path / "pass", local["session"], "pass",
+                               swapped={"PackageModel": packaged.executor})
     steps = passed.step_execution
+    print("model build (passes):", _durations(passed))
     assert passed.status == "Succeeded", (passed.failure_reason, {n: s.failure_reason for n, s in steps.items()})
     assert steps["EvaluateModel"].properties["AppSpecification"]["ImageUri"] == PROCESSING_IMAGE  # in Docker
     assert "InProcessEquivalent" not in steps["EvaluateModel"].properties
@@ -237,7 +286,8 @@ def test_model_pipeline_gate_both_ways_in_docker(local, tmp_path):
 
     threshold = round(figure + 0.01, 4)
     failed = run_in_local_mode(pipeline, {**parameters, "MinRecallAt10": threshold}, tmp_path / "fail",
-                               local["session"], "fail")
+                               local["session"], "fail", swapped={"PackageModel": packaged.executor})
+    print("model build (fails):", _durations(failed))
     assert failed.status == "Failed"
     assert failed.step_execution["RecallGate"].properties["Outcome"] is False
     message = f"text recall@10 {figure} is below MinRecallAt10 {threshold} - not registered"

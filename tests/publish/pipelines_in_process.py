@@ -179,30 +179,31 @@ class _Execution(_LocalPipelineExecution):
 
 
 class _LocalModeFactory(_StepExecutorFactory):
-    """SDK local mode (jobs in Docker) for every step but the processing steps named in `in_process`
-    and the register step, which local pipelines cannot run."""
+    """SDK local mode (jobs in Docker) for every step but the register step, which local pipelines
+    cannot run, and the steps `swapped` names (step name -> factory(executor, step))."""
 
-    def __init__(self, executor, in_process):
+    def __init__(self, executor, swapped):
         super().__init__(executor)
-        self.in_process = set(in_process)
+        self.swapped = dict(swapped)
 
     def get(self, step):
-        if step.step_type == StepTypeEnum.PROCESSING and step.name in self.in_process:
-            return _InProcessProcessing(self.pipeline_executor, step)
+        if step.name in self.swapped:
+            return self.swapped[step.name](self.pipeline_executor, step)
         if step.step_type == StepTypeEnum.REGISTER_MODEL:
             return _RegisterThroughApi(self.pipeline_executor, step)
         return super().get(step)
 
 
 def run_in_local_mode(pipeline, parameters: dict, workdir, session, execution_id: str = "execution-1",
-                      in_process=("PackageModel",)):
+                      swapped=None):
     """The SDK's local executor as LocalPipelineSession runs it (processing and transform jobs in
-    Docker), but RegisterModel through CreateModelPackage and the `in_process` processing steps in
-    this process (PackageModel: torch is in the `full` image only, which CI does not build)."""
+    Docker), but RegisterModel through CreateModelPackage and the `swapped` steps by the executors
+    given (default: PackageModel in this process, torch being in the `full` image only)."""
     execution = _Execution(execution_id, pipeline, PipelineParameters=parameters, local_session=session)
     executor = LocalPipelineExecutor(execution, session)
     executor.workdir = str(workdir)
-    executor._step_executor_factory = _LocalModeFactory(executor, in_process)
+    executor._step_executor_factory = _LocalModeFactory(
+        executor, swapped if swapped is not None else {"PackageModel": _InProcessProcessing})
     return executor.execute()
 
 
