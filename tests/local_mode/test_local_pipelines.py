@@ -120,7 +120,8 @@ def local(tmp_path_factory, serving_model_tar):
 
 
 def _compose_containers() -> set[str]:
-    listed = docker("ps", "-a", "--filter", "label=com.docker.compose.project", "--format", "{{.ID}}").stdout
+    listed = docker("ps", "-a", "--filter", "label=com.docker.compose.project", "--filter", f"ancestor={IMAGE}",
+                    "--filter", f"ancestor={PROCESSING_IMAGE}", "--format", "{{.ID}}").stdout
     return set(listed.split())
 
 
