@@ -10,6 +10,8 @@
 #                        serves every runtime, torch artifacts included (the pre-slim image)
 #   --variant lambda     the query function for AWS Lambda (container/Dockerfile.lambda): core + the
 #                        `lambda` extra (app + opensearch + awslambdaric); no torch, no Java
+#   --variant processing the pipelines' processing steps (container/Dockerfile.processing): one layer
+#                        on the serving image (--serving-image) adding LanceDB/Arrow and opensearch-py
 #   --offline (default)  build the wheelhouse on the host (build_wheelhouse.sh) and install only
 #                        from it inside the build: no PyPI, no CA set-up, works air-gapped.
 #   --online             install from PyPI inside the build, CPU torch from --torch-index-url
@@ -17,6 +19,7 @@
 #                        comes from the host.
 #   --tag TAG            image tag (default clip-search:latest for slim, clip-search:full for full)
 #   --no-cache           do not reuse Docker's build cache
+#   --serving-image TAG  the image the processing variant extends (default clip-search:latest)
 #   --base-image IMAGE   Debian bookworm base (default debian:bookworm-slim; on a machine with no
 #                        registry, run container/make_base_image.sh and pass local/debian:bookworm)
 # Env: DOCKER (default /usr/bin/docker), PYTHON (host python for the wheelhouse, default python3).
@@ -30,6 +33,7 @@ VARIANT=slim
 TAG=
 BASE_IMAGE=debian:bookworm-slim
 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+SERVING_IMAGE=clip-search:latest
 NO_CACHE=()
 
 while [[ $# -gt 0 ]]; do
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --online) MODE=online ;;
         --tag) TAG="$2"; shift ;;
         --base-image) BASE_IMAGE="$2"; shift ;;
+        --serving-image) SERVING_IMAGE="$2"; shift ;;
         --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
         --no-cache) NO_CACHE=(--no-cache) ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
@@ -51,13 +56,67 @@ case "$VARIANT" in
     slim) EXTRAS=serve; TAG="${TAG:-clip-search:latest}" ;;
     full) EXTRAS=serve,package,openvino; TAG="${TAG:-clip-search:full}" ;;
     lambda) EXTRAS=lambda; TAG="${TAG:-clip-search:lambda}" ;;
-    *) echo "unknown --variant: $VARIANT (slim, full or lambda)" >&2; exit 2 ;;
+    processing) EXTRAS=serve,opensearch; TAG="${TAG:-clip-search:processing}" ;;
+    *) echo "unknown --variant: $VARIANT (slim, full, lambda or processing)" >&2; exit 2 ;;
 esac
 
 BUILD="$HERE/.build/$VARIANT"
-rm -rf "$BUILD/wheelhouse" "$BUILD/project"
+rm -rf "$BUILD/wheelhouse" "$BUILD/project" "$BUILD/missing"
 mkdir -p "$BUILD/wheelhouse" "$BUILD/project"
 cp "$REPO/constraints.txt" "$BUILD/constraints.txt"
+
+if [[ "$VARIANT" == processing ]]; then
+    # Only the wheels the serving image lacks: the index packages of core (LanceDB, Arrow) and the
+    # opensearch extra, at the requirements of the clip-search installed in it. Taken from the other
+    # variants' wheelhouses where they are (no second full wheelhouse), else from the index.
+    "$DOCKER" image inspect "$SERVING_IMAGE" >/dev/null 2>&1 \
+        || { echo "serving image $SERVING_IMAGE not built: build it first (--variant slim or full)" >&2; exit 1; }
+    started=$SECONDS
+    "$DOCKER" run --rm --entrypoint /opt/venv/bin/python "$SERVING_IMAGE" -c '
+import importlib.metadata as m
+print("\n".join(d.metadata["Name"] for d in m.distributions()))
+print("--")
+print("\n".join(m.requires("clip-search") or []))' > "$BUILD/serving-image.txt"
+    "$PYTHON" - "$BUILD/serving-image.txt" > "$BUILD/requirements.txt" <<'PY'
+import sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+installed, _, requires = open(sys.argv[1]).read().partition("--\n")
+installed = {canonicalize_name(n) for n in installed.split()}
+for line in requires.splitlines():
+    requirement = Requirement(line)
+    if canonicalize_name(requirement.name) in installed:
+        continue
+    if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in ("", "opensearch")):
+        requirement.marker = None
+        print(requirement)
+PY
+    links=()
+    for other in "$HERE"/.build/*/wheelhouse; do
+        [[ "$other" != "$BUILD/wheelhouse" ]] && links+=(--find-links "$other")
+    done
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$BUILD/missing" "${links[@]}" -c "$REPO/constraints.txt" \
+        -r "$BUILD/requirements.txt" 2> >(grep -v "^WARNING: Location 'file:" >&2)
+    "$PYTHON" - "$BUILD/serving-image.txt" "$BUILD/missing" "$BUILD/wheelhouse" <<'PY'
+import sys
+from pathlib import Path
+from packaging.utils import canonicalize_name, parse_wheel_filename
+installed = {canonicalize_name(n) for n in open(sys.argv[1]).read().partition("--")[0].split()}
+for wheel in Path(sys.argv[2]).glob("*.whl"):
+    if parse_wheel_filename(wheel.name)[0] not in installed:
+        wheel.rename(Path(sys.argv[3]) / wheel.name)
+PY
+    rm -rf "$BUILD/missing"
+    wheelhouse_s=$((SECONDS - started))
+    echo "processing: $(ls "$BUILD/wheelhouse" | wc -l) wheels the serving image lacks:" \
+         "$(ls "$BUILD/wheelhouse" | cut -d- -f1 | xargs)"
+    started=$SECONDS
+    "$DOCKER" build "${NO_CACHE[@]}" --build-arg SERVING_IMAGE="$SERVING_IMAGE" \
+        -t "$TAG" -f "$HERE/Dockerfile.processing" "$BUILD"
+    echo "built $TAG (processing on $SERVING_IMAGE): $("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')" \
+         "(wheelhouse ${wheelhouse_s} s, docker build $((SECONDS - started)) s)"
+    exit 0
+fi
 
 started=$SECONDS
 if [[ "$MODE" == offline ]]; then

@@ -4,7 +4,8 @@
 #      (a real local registry for the publish image step's push)
 #   2. dockerd (reused if /var/run/docker.sock already answers)
 #   3. the Debian base image, made locally (no registry reachable): make_base_image.sh
-#   4. the host wheelhouse + the image: build.sh --offline --variant VARIANT
+#   4. the host wheelhouse + the image: build.sh --offline --variant VARIANT (slim: also the lambda
+#      image), and the processing image, one layer on it (build.sh --variant processing)
 #   5. pytest -m "container or local_mode" tests/container tests/local_mode
 # Usage: PYTHON=/path/to/venv/bin/python container/ci_setup.sh [--no-tests] [--cached] [--variant slim|full]
 #   --no-tests  stop after building the image
@@ -13,7 +14,8 @@
 #   --cached    reuse an existing base image and Docker's build cache (default: rebuild
 #               both, so CI proves the image builds from nothing)
 # Env: PYTHON (the project's venv interpreter, default python3), CLIP_SEARCH_IMAGE (tag, default
-#      clip-search:latest for slim, clip-search:full for full), DOCKER (default /usr/bin/docker).
+#      clip-search:latest for slim, clip-search:full for full), CLIP_SEARCH_PROCESSING_IMAGE (default
+#      clip-search:processing), DOCKER (default /usr/bin/docker).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -88,6 +90,16 @@ if [[ "$VARIANT" == slim ]]; then
     tail -n1 /tmp/clip-search-lambda-build.log
     done_step
 fi
+
+# The pipelines' processing steps (tests/local_mode/test_local_pipelines.py): one layer on the
+# serving image just built (either variant), adding LanceDB/Arrow and opensearch-py.
+export CLIP_SEARCH_PROCESSING_IMAGE="${CLIP_SEARCH_PROCESSING_IMAGE:-clip-search:processing}"
+step "build processing image $CLIP_SEARCH_PROCESSING_IMAGE"
+"$HERE/build.sh" --offline --variant processing --serving-image "$CLIP_SEARCH_IMAGE" \
+    --tag "$CLIP_SEARCH_PROCESSING_IMAGE" "${build_flags[@]}" \
+    > /tmp/clip-search-processing-build.log 2>&1 || { tail -40 /tmp/clip-search-processing-build.log; exit 1; }
+tail -n1 /tmp/clip-search-processing-build.log
+done_step
 
 if [[ "$RUN_TESTS" == 1 ]]; then
     step "container and local-mode suites"

@@ -72,15 +72,16 @@ def moto_url(tmp_path_factory):
     yield from run_moto(tmp_path_factory, "-m", "moto.server")
 
 
-def run_moto(tmp_path_factory, *python_args: str):
-    """Start `python PYTHON_ARGS -H 127.0.0.1 -p PORT` (moto's server), yield its URL once it answers."""
+def run_moto(tmp_path_factory, *python_args: str, host: str = "127.0.0.1"):
+    """Start `python PYTHON_ARGS -H HOST -p PORT` (moto's server), yield its URL once it answers.
+    HOST: loopback, unless a test's containers must reach it (the Docker network's gateway)."""
     from clip_search.serving.server import free_port
 
-    port = free_port()
+    port = free_port(host)
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen([sys.executable, *python_args, "-H", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen([sys.executable, *python_args, "-H", host, "-p", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -26,10 +26,13 @@ PROCESSING = "/opt/ml/processing"
 def get_pipeline(region: str | None = None, role: str | None = None, default_bucket: str | None = None,
                  image_uri: str | None = None, pipeline_name: str = PIPELINE_NAME, base_job_prefix: str = "clip-search",
                  model_package_group_name: str = "clip-search", index: str | None = None,
-                 sagemaker_session=None, max_payload_mb: int = 6):
-    """The catalogue refresh pipeline. `image_uri`: our image (the jobs run in it, and it reads the
-    index: the slim image with the search extras); `sagemaker_session`: a PipelineSession (default,
-    for `region`) or a LocalPipelineSession."""
+                 sagemaker_session=None, max_payload_mb: int = 6,
+                 environment: dict | None = None):
+    """The catalogue refresh pipeline. `image_uri`: the image the processing jobs run in; they open
+    the index, so the processing image (container/build.sh --variant processing: the serving image
+    plus LanceDB/Arrow and opensearch-py); the transform runs the model package's own image.
+    `sagemaker_session`: a PipelineSession (default, for `region`) or a LocalPipelineSession.
+    `environment`: the processing jobs' variables (e.g. AWS_ENDPOINT_URL for an S3-compatible store)."""
     sdk()
     from sagemaker.model import Model
     from sagemaker.processing import ProcessingInput, ProcessingOutput
@@ -61,7 +64,8 @@ def get_pipeline(region: str | None = None, role: str | None = None, default_buc
                                       ExecutionVariables.PIPELINE_EXECUTION_ID])
 
     def processor(step):
-        return job_processor(step, image_uri, role, processing_type, session, f"{base_job_prefix}-{step}")
+        return job_processor(step, image_uri, role, processing_type, session, f"{base_job_prefix}-{step}",
+                             environment=environment)
 
     changes_file = PropertyFile(name="Changes", output_name="changes", path="changes.json")
     find = ProcessingStep(

@@ -25,7 +25,8 @@ def _default_name(name: str) -> str:
     return {"catalogue": catalogue.PIPELINE_NAME, "model": model.PIPELINE_NAME}[name]
 
 
-def build_pipeline(aws, name: str, pipeline_name: str, full_image_uri: str | None, index: str | None):
+def build_pipeline(aws, name: str, pipeline_name: str, full_image_uri: str | None, index: str | None,
+                   processing_image_uri: str | None = None):
     from model_build.pipelines.common import sdk
 
     config = aws.config
@@ -40,7 +41,12 @@ def build_pipeline(aws, name: str, pipeline_name: str, full_image_uri: str | Non
     if name == "catalogue":
         from model_build.pipelines.catalogue import get_pipeline
 
-        return get_pipeline(image_uri=config.image_uri, index=index, **common)
+        # Its jobs open the index: the serving image has neither LanceDB nor opensearch-py.
+        if not processing_image_uri:
+            raise PublishError("the catalogue pipeline's jobs open the index, which the serving image cannot: give "
+                               "--processing-image-uri / CLIP_SEARCH_PROCESSING_IMAGE_URI (the image of "
+                               "container/build.sh --variant processing, pushed)")
+        return get_pipeline(image_uri=processing_image_uri, index=index, **common)
     from model_build.pipelines.model import get_pipeline
 
     if not full_image_uri:
@@ -82,6 +88,9 @@ def parse_parameters(given, declared: list[dict]) -> list[dict]:
 @click.option("--pipeline-name", help="[default: clip-search-catalogue / clip-search-model]")
 @click.option("--full-image-uri", envvar="CLIP_SEARCH_FULL_IMAGE_URI",
               help="model: the `full` image the package and evaluate steps run in [env CLIP_SEARCH_FULL_IMAGE_URI].")
+@click.option("--processing-image-uri", envvar="CLIP_SEARCH_PROCESSING_IMAGE_URI",
+              help="catalogue: the image its processing steps run in (container/build.sh --variant processing: "
+                   "the serving image + LanceDB and opensearch-py) [env CLIP_SEARCH_PROCESSING_IMAGE_URI].")
 @click.option("--index", "index_location", envvar="CLIP_SEARCH_PIPELINE_INDEX",
               help="catalogue: the Index parameter's default (OpenSearch URL or s3:// LanceDB prefix) "
                    "[env CLIP_SEARCH_PIPELINE_INDEX; default: the stack's index (`publish stack`), "
@@ -90,7 +99,8 @@ def parse_parameters(given, declared: list[dict]) -> list[dict]:
               help="start: a pipeline parameter (repeatable).")
 @click.option("--wait/--no-wait", default=False, show_default=True, help="start: wait until the execution ends.")
 @settings("bucket", "prefix", "role_arn", "image_uri", "package_group", "poll_seconds")
-def pipeline_command(name, action, pipeline_name, full_image_uri, index_location, parameters, wait, aws, state):
+def pipeline_command(name, action, pipeline_name, full_image_uri, processing_image_uri, index_location, parameters,
+                     wait, aws, state):
     """The SageMaker Pipelines: NAME catalogue (refresh the index, encoding only what changed) or
     model (package, evaluate, gate on recall@10, register). ACTION: upsert, start or describe."""
     pipeline_name = pipeline_name or _default_name(name)
@@ -99,7 +109,7 @@ def pipeline_command(name, action, pipeline_name, full_image_uri, index_location
         if not index_location and state.get("index"):  # the stack's IndexUrl output
             index_location = state.get("index")
             click.echo(f"index {index_location} (from `publish stack`, state file {state.path})")
-        pipeline = build_pipeline(aws, name, pipeline_name, full_image_uri, index_location)
+        pipeline = build_pipeline(aws, name, pipeline_name, full_image_uri, index_location, processing_image_uri)
         arn = pipeline.upsert(role_arn=aws.config.role_arn,
                               description=f"clip-search {name} pipeline (model_build/pipelines/{name}.py)")["PipelineArn"]
         state.record(**{f"{name}_pipeline": arn})

@@ -27,14 +27,17 @@ def pipeline_session(region: str | None = None, default_bucket: str | None = Non
     return PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=default_bucket)
 
 
-def job_processor(step: str, image_uri, role, instance_type, session, base_job_name: str, instance_count=1):
+def job_processor(step: str, image_uri, role, instance_type, session, base_job_name: str, instance_count=1,
+                  environment: dict | None = None):
     """A Processor whose entry point is `python -m model_build.pipelines.jobs STEP`: the code is the
-    image's own, nothing is uploaded beside it."""
+    image's own, nothing is uploaded beside it. `environment`: the job's variables (e.g.
+    AWS_ENDPOINT_URL for an S3-compatible store, CLIP_SEARCH_* settings)."""
     sdk()
     from sagemaker.processing import Processor
 
     return Processor(role=role, image_uri=image_uri, instance_count=instance_count, instance_type=instance_type,
-                     entrypoint=[*JOBS, step], base_job_name=base_job_name, sagemaker_session=session)
+                     entrypoint=[*JOBS, step], base_job_name=base_job_name, sagemaker_session=session,
+                     env=environment or None)
 
 
 def retries():

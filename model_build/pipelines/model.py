@@ -25,9 +25,11 @@ def get_pipeline(region: str | None = None, role: str | None = None, default_buc
                  full_image_uri: str | None = None, serving_image_uri: str | None = None,
                  pipeline_name: str = PIPELINE_NAME, base_job_prefix: str = "clip-search",
                  model_package_group_name: str = "clip-search", sagemaker_session=None,
-                 content_types=None, response_types=None, inference_instances=None, transform_instances=None):
+                 content_types=None, response_types=None, inference_instances=None, transform_instances=None,
+                 environment: dict | None = None):
     """The model build pipeline. `full_image_uri`: the `full` image (torch: packaging and its guard,
-    evaluation); `serving_image_uri`: the image the registered package names (default: the same)."""
+    evaluation); `serving_image_uri`: the image the registered package names (default: the same).
+    `environment`: the processing jobs' variables."""
     sdk()
     from sagemaker.model import Model
     from sagemaker.model_metrics import MetricsSource, ModelMetrics
@@ -66,7 +68,8 @@ def get_pipeline(region: str | None = None, role: str | None = None, default_buc
     run_folder = Join(on="/", values=["s3:/", bucket, base_job_prefix, "model-build", ExecutionVariables.PIPELINE_EXECUTION_ID])
 
     def processor(step):
-        return job_processor(step, full_image_uri, role, processing_type, session, f"{base_job_prefix}-{step}")
+        return job_processor(step, full_image_uri, role, processing_type, session, f"{base_job_prefix}-{step}",
+                             environment=environment)
 
     package = ProcessingStep(
         name="PackageModel",

@@ -6,8 +6,9 @@ properties (`InProcessEquivalent`):
 - Processing: the job's entry point (`python -m model_build.pipelines.jobs STEP` + the arguments
   the executor evaluated from the definition) runs in this process, with its inputs downloaded from
   S3 (moto's) into a folder standing for /opt/ml/processing and its outputs uploaded to the S3
-  URIs of the definition. Not in the image: in local mode the job's container could not reach moto
-  or the OpenSearch stand-in, which listen on 127.0.0.1 only (docker-compose puts it on a bridge).
+  URIs of the definition. Not in the image: these tests run without Docker, in the server tier;
+  tests/local_mode/test_local_pipelines.py runs the same pipelines with their jobs in Docker
+  (run_in_local_mode below).
 - CreateModel: the SDK's local executor calls its local client's signature; the step's arguments
   go to CreateModel (moto's) instead.
 - Transform: moto completes a transform job without running it; the real model server on this
@@ -175,6 +176,35 @@ class _Execution(_LocalPipelineExecution):
         for step in swapped:
             self.step_execution[step.name] = _LocalPipelineExecutionStep(step.name, step.step_type, step.description,
                                                                          step.display_name)
+
+
+class _LocalModeFactory(_StepExecutorFactory):
+    """SDK local mode (jobs in Docker) for every step but the register step, which local pipelines
+    cannot run, and the steps `swapped` names (step name -> factory(executor, step))."""
+
+    def __init__(self, executor, swapped):
+        super().__init__(executor)
+        self.swapped = dict(swapped)
+
+    def get(self, step):
+        if step.name in self.swapped:
+            return self.swapped[step.name](self.pipeline_executor, step)
+        if step.step_type == StepTypeEnum.REGISTER_MODEL:
+            return _RegisterThroughApi(self.pipeline_executor, step)
+        return super().get(step)
+
+
+def run_in_local_mode(pipeline, parameters: dict, workdir, session, execution_id: str = "execution-1",
+                      swapped=None):
+    """The SDK's local executor as LocalPipelineSession runs it (processing and transform jobs in
+    Docker), but RegisterModel through CreateModelPackage and the `swapped` steps by the executors
+    given (default: PackageModel in this process, torch being in the `full` image only)."""
+    execution = _Execution(execution_id, pipeline, PipelineParameters=parameters, local_session=session)
+    executor = LocalPipelineExecutor(execution, session)
+    executor.workdir = str(workdir)
+    executor._step_executor_factory = _LocalModeFactory(
+        executor, swapped if swapped is not None else {"PackageModel": _InProcessProcessing})
+    return executor.execute()
 
 
 def run_pipeline(pipeline, parameters: dict, workdir, session, execution_id: str = "execution-1"):

@@ -4,10 +4,12 @@ import json
 from tests.publish.conftest import BUCKET
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search:0.1.0"
+PROCESSING_IMAGE = IMAGE + "-processing"
 
 
 def _settings(aws):
-    return ["--bucket", BUCKET, "--role-arn", aws["role_arn"], "--image-uri", IMAGE]
+    return ["--bucket", BUCKET, "--role-arn", aws["role_arn"], "--image-uri", IMAGE, "--processing-image-uri",
+            PROCESSING_IMAGE]
 
 
 def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws, publish_cli):
@@ -25,6 +27,8 @@ def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws,
     assert defaults["Index"] == "https://search.example:9200/products"
     assert defaults["CatalogueUri"] == f"s3://{BUCKET}/clip-search/catalogue/"
     assert json.loads(state_file.read_text())["catalogue_pipeline"] == arn
+    find = next(step for step in definition["Steps"] if step["Name"] == "FindChanges")
+    assert find["Arguments"]["AppSpecification"]["ImageUri"] == PROCESSING_IMAGE  # it opens the index
 
     # Again without --index: the stack's index, the same pipeline, updated in place.
     out = publish_cli("pipeline", "catalogue", "upsert", *_settings(aws))
@@ -48,6 +52,8 @@ def test_upsert_creates_then_updates_start_passes_parameters_describe_lists(aws,
 
 
 def test_refusals_are_one_error_line(aws, publish_cli):
+    out = publish_cli("pipeline", "catalogue", "upsert", *_settings(aws)[:-2], expect=1)
+    assert "--processing-image-uri / CLIP_SEARCH_PROCESSING_IMAGE_URI" in out and out.count("\n") == 1
     out = publish_cli("pipeline", "catalogue", "describe", expect=1)
     assert out.strip() == "Error: no pipeline clip-search-catalogue: create it with `clip-search publish pipeline NAME upsert`"
     publish_cli("pipeline", "catalogue", "upsert", *_settings(aws))

@@ -702,8 +702,9 @@ class OpenSearchStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int = 0, credentials: tuple[str, str] | None = None, tls: tuple[str, str] | None = None,
-                 aoss: bool = False, spec=True):
-        super().__init__(("127.0.0.1", port), _Handler)
+                 aoss: bool = False, spec=True, host: str = "127.0.0.1"):
+        # host: loopback, unless a test's containers must reach it (the Docker network's gateway).
+        super().__init__((host, port), _Handler)
         self.scheme = "http"
         if tls is not None:  # (certfile, keyfile): serve HTTPS like a secured cluster
             import ssl
@@ -733,7 +734,7 @@ class OpenSearchStandIn(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://{self.server_address[0]}:{self.server_address[1]}"
 
     def start(self) -> "OpenSearchStandIn":
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
