@@ -1,5 +1,8 @@
 # One command each for a fresh machine: `make demo` (the main job) and `make test` (everything CI runs).
 PYTHON ?= python3
+# Byte code is written on first import and reused (see scripts/run_tests.sh): not when the
+# environment says PYTHONDONTWRITEBYTECODE, which would recompile every import of every process.
+unexport PYTHONDONTWRITEBYTECODE
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest

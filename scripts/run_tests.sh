@@ -11,6 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# Python writes a module's byte code on its first import and every later process reuses it. An
+# environment that sets PYTHONDONTWRITEBYTECODE (these machines' does) makes every test process and
+# every subprocess compile torch, the AWS SDKs and LanceDB from source again: ~40% of an import's CPU.
+unset PYTHONDONTWRITEBYTECODE
 PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
 tiers=("${@:-lint unit fuzz server browser container}")
 read -r -a tiers <<< "${tiers[*]}"
