@@ -104,7 +104,7 @@ def fail(ctx, error: BaseException, status: int, message: str | None = None):
 def main(debug):
     """Unified text + image product search with CLIP."""
     # A command process never converts to or from pandas: LanceDB imports without it (~0.4 s).
-    from clip_search.search.index import lancedb_import
+    from clip_search.search import lancedb_import
 
     lancedb_import.defer_pandas()
 

@@ -130,7 +130,7 @@ class EmbeddedIndex(VectorIndex):
 
     def _connect(self):
         if self._db is None:
-            from clip_search.search.index import lancedb_import
+            from clip_search.search import lancedb_import
 
             self._db = lancedb_import.load().connect(str(self.path) if self.path is not None else self.location,
                                        storage_options=self.storage_options or None)

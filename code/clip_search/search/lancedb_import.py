@@ -22,7 +22,7 @@ LanceDB 0.40, pyarrow 26), and most of it is code no local table uses:
   it is given exactly that 3.12 pair; the real `overrides` package is left for anyone else.
 
 All are upstream costs; the figures for a report are in docs/performance.md (CLI start-up).
-tests/search/test_import_budget.py keeps them out of `clip-search search`.
+tests/search/test_import_budget.py keeps them out of a command that opens the embedded index.
 """
 import importlib.util
 import sys
