@@ -624,6 +624,8 @@ class EmbeddedIndex(VectorIndex):
 _POOL_SIZE = min(len(FIELDS), os.cpu_count() or 1)
 _pool_holder: list = []
 _pool_lock = threading.Lock()
+# A forked child has none of the parent's threads: it makes its own pool on first use.
+os.register_at_fork(after_in_child=_pool_holder.clear)
 
 
 def _pool():
