@@ -14,8 +14,8 @@ LanceDB 0.40, pyarrow 26), and most of it is code no local table uses:
   (`cli.main` calls `defer_pandas()`; nothing in a command converts to or from pandas) is pandas
   refused while LanceDB imports: the shim then records "no pandas", and pyarrow imports it again on
   the first real conversion (`to_pandas`, `from_pandas`: the shim retries whenever it must raise), so
-  only its soft type sniffing of pandas objects stays off. Library users and the app are untouched.
-
+  only its soft type sniffing of pandas objects stays off. Code that imports clip_search as a
+  library is untouched (`clip-search app` is a command too, and converts nothing to pandas either).
 - `overrides` (~0.2 s): on Python < 3.12 LanceDB decorates ~100 methods with `overrides.override`,
   which disassembles each method's class bytecode at import to check it; on 3.12+ LanceDB uses
   `typing.override` (a marker) and a plain `EnforceOverrides` base instead. While LanceDB imports,
