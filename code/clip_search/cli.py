@@ -103,6 +103,10 @@ def fail(ctx, error: BaseException, status: int, message: str | None = None):
 @click.option("--debug", is_flag=True, help="Show the Python traceback behind an Error: line [env CLIP_SEARCH_DEBUG].")
 def main(debug):
     """Unified text + image product search with CLIP."""
+    # A command process never converts to or from pandas: LanceDB imports without it (~0.4 s).
+    from clip_search.search import lancedb_import
+
+    lancedb_import.defer_pandas()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ open_clip's on a large set of texts. Here we only apply it, as open_clip's `Simp
               end-of-text kept last, zero padding: int64 (n, 77), exactly open_clip's output
 """
 import html
-import json
 from pathlib import Path
 
 import ftfy
@@ -44,7 +43,9 @@ class ClipTokenizer:
             raise ModelLoadError(f"model artifact is missing {TOKENIZER_FILE} (looked for {path})")
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
-            extra = json.loads(path.read_text(encoding="utf-8")).get("truncation") or {}
+            # The loaded tokenizer's own copy of the file's "truncation": parsing the 3.6 MB file
+            # again for it cost ~0.06 s of every `clip-search search`.
+            extra = self._tokenizer.truncation or {}
         except Exception as error:  # noqa: BLE001 - tokenizers raises its own Exception type
             raise ModelLoadError(f"model artifact file {path} is not a readable tokenizer: {error}") from error
         self.context_length = int(extra.get("max_length") or CONTEXT_LENGTH)

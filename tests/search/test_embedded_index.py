@@ -177,3 +177,24 @@ def test_an_old_faiss_folder_names_the_command_that_rebuilds_it(tmp_path):
                                                 "data": "data-1"}))
     with pytest.raises(SearchError, match="old faiss format.*clip-search index --catalogue"):
         EmbeddedIndex(old)
+
+
+def test_many_small_commits_are_compacted(tmp_path):
+    """One product a commit (a `clip-search index` run each) leaves a fragment each; refresh()
+    compacts them past COMPACT_FRAGMENTS, and every product is still found, with its latest vector."""
+    from clip_search.search.index import embedded
+
+    vectors = unit(np.random.default_rng(4).standard_normal((embedded.COMPACT_FRAGMENTS + 6, DIM)))
+    index = EmbeddedIndex(tmp_path / "ix")
+    index.ensure(DIM, "m")
+    for item in _items(vectors):
+        index.upsert([item])
+        index.flush()
+    index.upsert(_items(vectors[:1], start=1))  # p1 replaced: a merge, not only appends
+    index.flush()
+    assert index._table.stats()["fragment_stats"]["num_fragments"] > embedded.COMPACT_FRAGMENTS
+    index.refresh()
+    assert index._table.stats()["fragment_stats"]["num_fragments"] <= 2
+    assert index.count() == len(vectors)
+    assert [hit.id for hit in index.search(vectors[0], k=2)] == ["p0", "p1"]
+    assert index.search(vectors[len(vectors) - 1], k=1)[0].id == f"p{len(vectors) - 1}"
