@@ -136,8 +136,8 @@ class Int8Bound:
 
     def describe(self) -> str:
         return (f"int8 bound: ONNX Runtime MatMulInteger {BOUND_N}^3 on {self.threads} threads, {len(self.times)} runs "
-                f"interleaved with the rows above: {self.gops:.0f} G int8 ops/s -> {self.images_per_second:.1f} images/s "
-                f"at {self.ops_per_image / 1e9:.2f} G ops per image")
+                f"interleaved with the rows above: {self.gops:.0f} G int8 ops/s -> {self.images_per_second:.4g} images/s "
+                f"at {self.ops_per_image / 1e9:.3g} G ops per image")
 
 
 def image_ops(model_dir) -> float:
@@ -269,6 +269,8 @@ def encoder_rows(args, models, jpegs, titles, threads, bound):
         if runtime in models and not isinstance(models[runtime], str):
             enc = ClipEncoder.from_artifact(models[runtime], runtime=runtime, threads=threads)
             label = {"onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8 (dynamic, one input per run)"}.get(runtime)
+            if runtime == "openvino-int8":
+                label = f"OpenVINO int8 weights, activations per row ({getattr(enc.runtime, 'precision', '?')}), whole batch per run"
             label = label or f"OpenVINO ({getattr(enc.runtime, 'precision', '?')})"
             candidates.append((label, enc))
             if getattr(enc.runtime, "one_input_per_run", False):

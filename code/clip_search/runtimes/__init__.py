@@ -3,7 +3,7 @@
 Every runtime implements the same two calls, so the encoder, the handler and the server do not know
 which one runs. Runtimes are registered here by name ("module:class", imported only when chosen).
 
-Run time (RUN_TIME: onnx, onnx-int8, openvino) are the exported ones, chosen per artifact (manifest
+Run time (RUN_TIME: onnx, onnx-int8, openvino, openvino-int8) are the exported ones, chosen per artifact (manifest
 "runtime"); they need no torch. `torch` (the fp32 eager reference) is build time: it lives in
 `clip_search.packaging` and needs the `package` extra (torch + open_clip) and the artifact's
 safetensors. It runs only where nothing else can: an artifact packaged with torch alone (its
