@@ -616,7 +616,9 @@ def main(argv=None):
         decode_rows(args, loaded["torch"], best_enc, best_runtime, jpegs)
     # Our best path, and the other runtimes `package-model --runtime auto` may choose for other weights.
     paths = [(best_runtime, best_enc)]
-    paths += [(runtime, loaded[runtime]) for runtime in AUTO_CANDIDATES if runtime != best_runtime and runtime in loaded]
+    # and openvino-int8, the batch-invariant int8 that runs whole batches (issue 27), when asked for.
+    paths += [(runtime, loaded[runtime]) for runtime in (*AUTO_CANDIDATES, "openvino-int8")
+              if runtime != best_runtime and runtime in loaded]
     if "server" in sections:
         server_rows(args, models, paths, jpegs, bound)
     if "query" in sections:
