@@ -624,7 +624,9 @@ def main(argv=None):
     if "query" in sections:
         query_rows(args, best_enc, titles)
     if "cold" in sections:
-        cold_rows(args, models, ["torch"] + [runtime for runtime, _ in paths if runtime != "torch"])
+        # Cold starts of what `auto` packages (openvino-int8 starts as openvino does: the same IR loader).
+        cold_rows(args, models, ["torch"] + [runtime for runtime, _ in paths
+                                             if runtime != "torch" and (runtime == best_runtime or runtime in AUTO_CANDIDATES)])
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
