@@ -624,7 +624,7 @@ def main(argv=None):
     if "query" in sections:
         query_rows(args, best_enc, titles)
     if "cold" in sections:
-        # Cold starts of what `auto` packages (openvino-int8 starts as openvino does: the same IR loader).
+        # Cold starts of what `auto` may package; openvino-int8 is opt-in and its starts are not timed here.
         cold_rows(args, models, ["torch"] + [runtime for runtime, _ in paths
                                              if runtime != "torch" and (runtime == best_runtime or runtime in AUTO_CANDIDATES)])
     load = os.getloadavg()
