@@ -103,7 +103,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CLIP_SEARCH_THREADS", "threads", _int(0), 0,
              "intra-op threads per worker; 0 = the cores this process may use / workers"),
     Variable("CLIP_SEARCH_RUNTIME", "runtime", _text, "",
-             "the run-time runtime to serve with (onnx, onnx-int8, openvino; must be the artifact's); empty = the manifest's"),
+             "the run-time runtime to serve with (onnx, onnx-int8, openvino, openvino-int8; must be the artifact's); empty = the manifest's"),
     Variable("CLIP_SEARCH_OPENVINO_PRECISION", "openvino_precision", _choice("auto", "bf16", "f32"), "",
              "OpenVINO INFERENCE_PRECISION_HINT; empty = the manifest's"),
     Variable("CLIP_SEARCH_JPEG_DRAFT", "jpeg_draft", parse_bool, True,

@@ -56,3 +56,20 @@ def int8_model_dir(tmp_path_factory, test_model_dir):
         write_manifest(model_dir, manifest)
 
     return built_once(tmp_path_factory, "test-model-int8-unguarded", build) / "model"
+
+
+@pytest.fixture(scope="session")
+def openvino_int8_model_dir(tmp_path_factory, test_model_dir):
+    """openvino-int8 IR exported without the guard (the tests check batch invariance and the
+    stored int8 weights; the guard's figures for it are in docs/performance.md). Read only."""
+    from clip_search.artifact import read_manifest
+    from clip_search.packaging.export import export_runtime
+    from clip_search.packaging.manifest import write_manifest
+
+    def build(folder):
+        model_dir = folder / "model"
+        shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))
+        manifest = export_runtime(model_dir, read_manifest(model_dir), "openvino-int8", guard=False)
+        write_manifest(model_dir, manifest)
+
+    return built_once(tmp_path_factory, "test-model-openvino-int8-unguarded", build) / "model"

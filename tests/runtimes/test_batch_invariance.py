@@ -19,7 +19,7 @@ TEXTS = [
 ] * 3  # 36: every batch size has mixed lengths in it
 
 RUNTIMES = [("test_model_dir", "torch"), ("onnx_model_dir", "onnx"), ("int8_model_dir", "onnx-int8"),
-            ("openvino_model_dir", "openvino")]
+            ("openvino_model_dir", "openvino"), ("openvino_int8_model_dir", "openvino-int8")]
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,31 @@ def test_which_int8_artifacts_run_one_input_at_a_time():
     assert runs_one_input_at_a_time(dynamic) and runs_one_input_at_a_time(current)
     assert not runs_one_input_at_a_time(blockwise)
     assert not runs_one_input_at_a_time({"runtime": "onnx", "runtime_config": {"precision": "fp32"}})
+
+
+# --- openvino-int8: int8 weights, activations quantized per row, batches in one call ---------------
+def test_openvino_int8_stores_int8_weights_and_quantizes_activations_per_row(openvino_int8_model_dir, photos):
+    """The IR holds the weight matrices as int8 (not the fp32 graph under another name), the
+    compiled model quantizes activations per row in the recorded groups, and a whole batch goes
+    to the model in one call: the photo beside mates of 40x its pixel range does not move."""
+    import openvino as ov
+
+    encoder = ClipEncoder.from_artifact(openvino_int8_model_dir, runtime="openvino-int8", threads=2)
+    config = encoder.manifest["runtime_config"]
+    group = config["dynamic_quantization_group_size"]
+    assert group > 0
+    for kind in ("image_encoder", "text_encoder"):
+        model = ov.Core().read_model(str(openvino_int8_model_dir / config["graphs"][kind]))
+        int8 = [op for op in model.get_ops() if op.get_type_name() == "Constant"
+                and op.get_element_type() == ov.Type.i8 and len(op.get_shape()) == 2]
+        assert len(int8) >= 2, kind  # every layer's matrices; the test model has 2+ layers per tower
+    compiled = encoder.runtime._image
+    assert int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == group
+    calls = []
+    image = encoder.runtime._image
+    encoder.runtime._image = lambda pixels: calls.append(len(pixels)) or image(pixels)
+    pixels = encoder.preprocess_images(photos[:8])
+    alone = encoder.encode_pixels(pixels[:1])
+    loud = np.concatenate([pixels[:1], pixels[1:] * 40.0])
+    assert np.abs(encoder.encode_pixels(loud)[:1] - alone).max() <= TOLERANCE
+    assert calls == [1, 8]  # one call per batch, not one per input

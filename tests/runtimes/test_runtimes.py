@@ -29,6 +29,7 @@ def _min_cosine(a, b):
     ("onnx_model_dir", "onnx", 0.99999, 0.99999),
     ("openvino_model_dir", "openvino", 0.999, 0.998),
     ("int8_model_dir", "onnx-int8", 0.999, 0.998),
+    ("openvino_int8_model_dir", "openvino-int8", 0.999, 0.998),
 ])
 def test_runtime_matches_torch_fp32(request, reference, photos, fixture, runtime, image_min, text_min):
     encoder = ClipEncoder.from_artifact(request.getfixturevalue(fixture))

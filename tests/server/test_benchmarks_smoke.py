@@ -54,7 +54,7 @@ def test_every_section_runs_side_by_side(quick_run):
     encoder = out[out.index("## 1. encoder"):out.index("best runtime")]
     for label in ("ONNX Runtime fp32", "ONNX Runtime int8", "OpenVINO ("):
         assert label in encoder
-    assert re.search(r"best runtime within the accuracy guard: (torch|onnx|onnx-int8|openvino)\n", out)
+    assert re.search(r"best runtime within the accuracy guard: (torch|onnx|onnx-int8|openvino|openvino-int8)\n", out)
     query = next(title for title in printed if title.startswith("3. query"))
     assert "10,000 products" in query and "ANN (HNSW)" in query  # the same code path as the full run
     server = next(title for title in printed if title.startswith("2. server"))

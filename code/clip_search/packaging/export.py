@@ -10,6 +10,9 @@ Runtimes (names are what `--runtime` and CLIP_SEARCH_RUNTIME take):
     onnx-int8   ONNX Runtime, dynamic int8 (MatMulInteger), run one input per call: batch invariant
                 (see quantize_onnx)
     openvino    OpenVINO IR; precision hint "auto" = bf16 where the CPU has it, else f32
+    openvino-int8  OpenVINO IR with int8 weights (per output channel); activations quantized per
+                row at run time, so batches run in one call and stay batch invariant (see
+                weight_only_int8)
 
 `--runtime auto` (the packaging default) is `export_first_passing`: the fastest runtime the guard
 accepts for these weights, trying AUTO_CANDIDATES in order.
@@ -54,7 +57,11 @@ AUTO = "auto"
 # batched int8 on AVX2). int8 may drift past the guard with some weights; OpenVINO
 # is exact in f32 and 0.99995 in bf16, so it is the one that passes when int8 does not.
 AUTO_CANDIDATES = ("onnx-int8", "openvino")
-_OUTPUT_DIRS = {"onnx": ONNX_DIR, "onnx-int8": ONNX_DIR, "openvino": OPENVINO_DIR}
+_OUTPUT_DIRS = {"onnx": ONNX_DIR, "onnx-int8": ONNX_DIR, "openvino": OPENVINO_DIR, "openvino-int8": OPENVINO_DIR}
+# openvino-int8: at most this many values per activation scale along each row. Measured on ViT-B-32
+# (docs/performance.md): 256 was faster than 32 and 128 and as accurate; 0 (no activation
+# quantization) multiplies dequantized weights in float, 2.5x slower.
+DYNAMIC_QUANTIZATION_GROUP = 256
 
 
 def export_first_passing(model_dir: Path, manifest: dict, candidates=AUTO_CANDIDATES, **options) -> dict:
@@ -108,6 +115,13 @@ def export_runtime(model_dir: Path, manifest: dict, runtime: str, calibration=No
             fp32 = export_onnx(model_dir, scratch / "fp32")
             files = convert_openvino(fp32, model_dir / OPENVINO_DIR)
             runtime_manifest = {"precision_hint": precision or "auto"}
+        elif runtime == "openvino-int8":
+            fp32 = export_onnx(model_dir, scratch / "fp32")
+            int8, inner = weight_only_int8(fp32, scratch / "int8")
+            files = convert_openvino(int8, model_dir / OPENVINO_DIR)
+            runtime_manifest = {"precision_hint": precision or "auto", "precision": "int8",
+                                "quantization": WEIGHT_ONLY,
+                                "dynamic_quantization_group_size": quantization_group(inner)}
         else:  # registered but not exportable (a runtime added without an exporter)
             raise ValueError(f"no exporter for runtime {runtime!r}")
     for path in files:
@@ -267,6 +281,64 @@ def _quantize_embedding_tables(model) -> None:
 
 
 # --- OpenVINO -----------------------------------------------------------------------------------
+WEIGHT_ONLY = ("int8 weights, one symmetric scale per output channel; activations quantized by OpenVINO at run "
+               "time per row in groups of dynamic_quantization_group_size (batch invariant, batches in one call)")
+
+
+def quantization_group(inner_sizes, largest: int = DYNAMIC_QUANTIZATION_GROUP) -> int:
+    """The largest power of two up to `largest` that divides every matrix's inner size: OpenVINO
+    quantizes activations only where the group fits (otherwise it falls back to a float path that
+    is not batch invariant in bf16)."""
+    group = largest
+    while group > 1 and any(size % group for size in inner_sizes):
+        group //= 2
+    return group
+
+
+def weight_only_int8(fp32_files: list[Path], out_dir: Path) -> tuple[list[Path], set[int]]:
+    """The fp32 graphs with every MatMul/Gemm weight stored int8 behind a DequantizeLinear (one
+    scale per output channel, symmetric). OpenVINO reads that as compressed weights and, asked for
+    DYNAMIC_QUANTIZATION_GROUP_SIZE, quantizes the activations per row: nothing calibrated, no scale
+    shared between inputs (static QDQ shares fixed ones and lost the text tower, dynamic int8 in
+    ONNX Runtime shares one per call; both in docs/performance.md). Returns the graphs and the
+    matrices' inner sizes (what the activation groups must divide)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs, inner = [], set()
+    for source in fp32_files:
+        model = onnx.load(str(source))
+        graph = model.graph
+        initializers = {init.name: init for init in graph.initializer}
+        done = set()
+        for node in list(graph.node):
+            name = node.input[1] if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else None
+            if name is None or name not in initializers or name in done:
+                continue
+            weights = numpy_helper.to_array(initializers[name]).astype(np.float32)
+            if weights.ndim != 2:
+                continue
+            transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if transposed else 1  # the output channels
+            inner.add(int(weights.shape[1 - axis]))
+            scale = np.maximum(np.abs(weights).max(axis=1 - axis), np.finfo(np.float32).tiny) / 127.0
+            shaped = scale[None, :] if axis == 1 else scale[:, None]
+            quantized = np.clip(np.round(weights / shaped), -127, 127).astype(np.int8)
+            graph.initializer.remove(initializers[name])
+            graph.initializer.extend([numpy_helper.from_array(quantized, f"{name}_int8"),
+                                      numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+                                      numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero")])
+            graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                                                  [name], axis=axis, name=f"{name}_Dequantize"))
+            done.add(name)
+        target = out_dir / source.name
+        onnx.save(model, str(target))
+        outputs.append(target)
+    return outputs, inner
+
+
 def convert_openvino(onnx_files: list[Path], out_dir: Path) -> list[Path]:
     """OpenVINO IR (.xml + .bin) from the fp32 ONNX graphs, weights kept fp32 (the precision is
     chosen when the model is compiled, from the CPU's capabilities and the recorded hint)."""

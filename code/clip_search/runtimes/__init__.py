@@ -3,7 +3,7 @@
 Every runtime implements the same two calls, so the encoder, the handler and the server do not know
 which one runs. Runtimes are registered here by name ("module:class", imported only when chosen).
 
-Run time (RUN_TIME: onnx, onnx-int8, openvino) are the exported ones, chosen per artifact (manifest
+Run time (RUN_TIME: onnx, onnx-int8, openvino, openvino-int8) are the exported ones, chosen per artifact (manifest
 "runtime"); they need no torch. `torch` (the fp32 eager reference) is build time: it lives in
 `clip_search.packaging` and needs the `package` extra (torch + open_clip) and the artifact's
 safetensors. It runs only where nothing else can: an artifact packaged with torch alone (its
@@ -23,7 +23,7 @@ from clip_search.extras import MissingExtra, missing, require
 
 RUNTIME_ENV = "CLIP_SEARCH_RUNTIME"
 BUILD_TIME = "torch"  # the reference path; what an artifact without an exported runtime holds
-RUN_TIME = ("onnx", "onnx-int8", "openvino")
+RUN_TIME = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 # What `package-model` and `publish artifact` export unless told otherwise: "auto", the fastest
 # runtime the accuracy guard accepts for the weights (packaging/export.py, AUTO_CANDIDATES).
 PACKAGING_DEFAULT = "auto"
@@ -34,11 +34,13 @@ RUNTIMES = {
     "onnx": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
     "onnx-int8": "clip_search.runtimes.onnx_runtime:OnnxRuntime",
     "openvino": "clip_search.runtimes.openvino_runtime:OpenVinoRuntime",
+    "openvino-int8": "clip_search.runtimes.openvino_runtime:OpenVinoRuntime",
 }
 # name -> (extra, modules) for runtimes outside the core install (ONNX Runtime is core).
 REQUIRES = {
     "torch": ("package", "torch", "open_clip", "safetensors"),
     "openvino": ("openvino", "openvino"),
+    "openvino-int8": ("openvino", "openvino"),
 }
 # What `--runtime` takes at packaging: one runtime, or "auto".
 PACKAGING_CHOICES = [PACKAGING_DEFAULT, *RUNTIMES]
