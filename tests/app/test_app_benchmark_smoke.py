@@ -1,6 +1,7 @@
 """`python -m benchmarks.app_latency --quick` end to end: the app latency benchmark keeps working.
 
-Not a timed test (figures are not checked): it packages the test model for onnx-int8, builds a
+Not a timed test (figures are not checked): on the session's test model packaged for onnx-int8
+(`--model`; the benchmark's own packaging is the same `package-model` command), it builds a
 10,000-product index, starts `clip-search app` and measures 100 queries. Tier: server (slow, like
 the other benchmark smoke test)."""
 import re
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quick_app_latency_benchmark_prints_its_table(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "benchmarks.app_latency", "--quick", "--work", str(tmp_path)],
+def test_quick_app_latency_benchmark_prints_its_table(tmp_path, onnx_test_model_dir):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.app_latency", "--quick", "--work", str(tmp_path),
+                             "--model", str(onnx_test_model_dir)],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

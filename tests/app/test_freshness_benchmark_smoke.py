@@ -1,7 +1,7 @@
 """`python -m benchmarks.app_freshness --quick` end to end: the freshness cost benchmark keeps working.
 
-Not a timed test (figures are not checked, only that they are there and sane): it packages the
-test model, builds a 10,000-product index, starts two `clip-search app` processes (freshness on and
+Not a timed test (figures are not checked, only that they are there and sane): on the session's
+test model packaged for onnx-int8 (`--model`), it builds a 10,000-product index, starts two `clip-search app` processes (freshness on and
 off) and a writer, and measures both phases. Tier: server (slow, like the other benchmark smoke tests).
 """
 import re
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quick_freshness_benchmark_prints_on_and_off_side_by_side(tmp_path):
+def test_quick_freshness_benchmark_prints_on_and_off_side_by_side(tmp_path, onnx_test_model_dir):
     result = subprocess.run([sys.executable, "-m", "benchmarks.app_freshness", "--quick", "--queries", "40",
-                             "--work", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+                             "--work", str(tmp_path), "--model", str(onnx_test_model_dir)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "command: python -m benchmarks.app_freshness --quick" in out and "CPU flags:" in out
