@@ -1,7 +1,11 @@
 """Real processes on one embedded index: concurrent `clip-search index` runs, and `kill -9` of a writer.
 
 Embeddings come from Batch Transform style .out files (`--embeddings`), so the processes need no
-model; CLIP_SEARCH_FLUSH_ROWS makes each run commit many small versions, interleaving the writers.
+model. CLIP_SEARCH_FLUSH_ROWS is meant to make each run commit many small versions, interleaving the
+writers; but with precomputed embeddings and --no-titles the client upserts in batches of
+PRECOMPUTED_BATCH (8,192) rows and the embedded index commits a whole upsert at once, so today each
+run's rows land in one commit (11 versions in all, counted 2026-12-07): the runs overlap (both
+writers open, locking, merging into a table the other changed) but their batches do not interleave.
 """
 import json
 import random
@@ -17,7 +21,7 @@ from tests.search.conftest import unit
 from tests.writer_process import environment
 
 DIM = 16
-ROWS = 1200  # per run: 24 commits of 50 each, interleaved with the other run's; 2,400 > EXACT_MAX_ROWS
+ROWS = 1200  # per run; 2,400 in all > EXACT_MAX_ROWS: the run that finishes last builds the ANN index
 EXACT_MAX_ROWS = 2000
 
 
