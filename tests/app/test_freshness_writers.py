@@ -104,7 +104,7 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
     doomed = [row["id"] for row in rows[:9]]
     env = {"CLIP_SEARCH_FLUSH_ROWS": BATCH // 2}
     writer_args = ["--index", location, "--model", test_model_dir, "--batch-size", BATCH]
-    deleter = cli_writer(location)  # imports while the writers start
+    deleter = None
     service = open_service(location)
     deleted_at: dict[str, tuple[float, float]] = {}  # id -> (delete started, delete returned)
     try:
@@ -122,6 +122,9 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             while requests.get(f"{server.url}/api/products/{killed_ids[0]}", timeout=30).status_code != 200:
                 assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()  # its first commit
                 time.sleep(0.05)
+            # Started only now, so that it does not compete with the writers' start-up for the CPU
+            # while the first commit is awaited; it imports while the killed writer goes on.
+            deleter = cli_writer(location)
             time.sleep(random.Random(3).uniform(0, 0.5))  # somewhere in its stream of commits
             assert killed.poll() is None, "the writer to kill finished first: give it a longer catalogue"
             killed.send_signal(signal.SIGKILL)
@@ -139,7 +142,8 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             reader.join(60)
     finally:
         service.close()
-        deleter.close()
+        if deleter is not None:
+            deleter.close()
     assert reader.failure is None, repr(reader.failure)
     records = reader.records
     assert len(records) > 50
