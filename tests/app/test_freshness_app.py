@@ -1,16 +1,14 @@
 """Issue 26: the running app sees writes made by other processes, within 1 s of the command returning.
 
-The app (real uvicorn over HTTP, tests/app/conftest.py's way) serves an index while real separate
-processes run `clip-search index` and `clip-search delete` on it: new products, a changed title and
-deleted products must show in search hits, the product route and the photo route, on the embedded
+The app (real uvicorn over HTTP, tests/app/conftest.py's way) serves an index while another process
+runs `clip-search index` and `clip-search delete` on it (tests/writer_process.py: one process per
+test runs the CLI's commands one after another, each opening, writing and closing the index): new
+products, a changed title and deleted products must show in search hits, the product route and the photo route, on the embedded
 index in a local folder and under s3:// (moto's server) and on OpenSearch (the stand-in, held to the
 OpenSearch API specification). Expected answers come from the catalogues the test writes.
 """
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,26 +16,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.app.conftest import DEMO, REPO
+from tests.app.conftest import DEMO
 from tests.search.conftest import standin  # noqa: F401 - the OpenSearch stand-in fixture
+from tests.writer_process import Writer
 
 BUCKET = "clip-search-fresh"
 BASE = 12  # demo products in the served index at the start
 VISIBLE_WITHIN = 1.0  # seconds after a write command returns (issue 26)
 
 
-def environment(**extra) -> dict:
-    """This process's environment (the moto variables included) for a writer process."""
-    path = os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, **{key: str(value) for key, value in extra.items()}}
-
-
-def cli(*args, **env) -> subprocess.CompletedProcess:
-    """`clip-search ARGS` as its own process, to completion; a failure fails the test with its output."""
-    done = subprocess.run([sys.executable, "-m", "clip_search.cli", *map(str, args)], env=environment(**env),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"clip-search {' '.join(map(str, args))}:\n{done.stdout}\n{done.stderr}"
-    return done
+def cli_writer(location: str) -> Writer:
+    """The writer process of a test: imports what `clip-search index --model` and `delete` need
+    for `location`'s backend while the test sets up."""
+    backend = "opensearch" if location.startswith("http") else "embedded"
+    return Writer(preload=["clip_search.cli", "clip_search.search.cli", "clip_search.search.embeddings",
+                           "clip_search.search.client", f"clip_search.search.index.{backend}"])
 
 
 def demo_rows() -> list[dict]:
@@ -66,7 +59,14 @@ def location(request, tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture
-def served(location, tmp_path, test_model_dir):
+def writer(location):
+    """The other process that writes (started before the app's set-up, to import meanwhile)."""
+    with cli_writer(location) as process:
+        yield process
+
+
+@pytest.fixture
+def served(location, writer, tmp_path, test_model_dir):
     """The first BASE demo products indexed with the test model (in this process), served by the app
     on loopback; -> (app URL, index location)."""
     from clip_search.app.build import open_service
@@ -108,8 +108,9 @@ def first_seen(check, returned: float, limit: float = 5.0) -> tuple[float, int]:
         time.sleep(0.02)
 
 
-def test_writes_by_other_processes_show_in_the_running_app(served, tmp_path, test_model_dir):
+def test_writes_by_other_processes_show_in_the_running_app(served, writer, tmp_path, test_model_dir):
     url, location = served
+    cli = writer.cli
     rows = demo_rows()
     # New products whose photos are in a folder no indexed product used before (the photo route
     # must serve them: the app's image folders follow the index too).
@@ -178,6 +179,9 @@ def test_a_warm_lambda_handler_sees_other_processes_writes(request, tmp_path, te
 
     rows = demo_rows()
     location = f"{request.getfixturevalue('standin').url}/lambda-{uuid.uuid4().hex[:8]}"
+    writer = cli_writer(location)
+    request.addfinalizer(writer.close)
+    cli = writer.cli
     with SearchClient(location, LocalEmbedder.from_artifact(test_model_dir), initial_backoff=0.01) as client:
         assert client.index_catalogue(write_catalogue(tmp_path / "base.jsonl", rows[:BASE]), progress=False).indexed == BASE
     monkeypatch.setenv("CLIP_SEARCH_INDEX", location)

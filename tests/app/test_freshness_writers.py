@@ -2,13 +2,13 @@
 
 The app (real uvicorn over HTTP) serves an index; a client thread sends queries without pause and
 records when each was sent and what it answered. Meanwhile real `clip-search index` processes write
-(two at once, one of them killed with SIGKILL while it commits batch after batch) and
-`clip-search delete` processes delete products. Then: every query answered 200; no answer holds a
-product whose delete had returned before the query was sent; every product any answer showed, and
-every product of the writer that finished, is still there (nothing committed is lost); and on the
-embedded index the killed writer left whole batches only (LanceDB commits are atomic). OpenSearch
-(the stand-in) is atomic per document, not per batch (docs/search.md, Freshness), so that last
-check is for the embedded index alone.
+(two at once, one of them killed with SIGKILL while it commits batch after batch) and `clip-search
+delete` deletes products (run one after another by a third process, tests/writer_process.py).
+Then: every query answered 200; no answer holds a product whose delete had returned before the
+query was sent; every product any answer showed, and every product of the writer that finished, is
+still there (nothing committed is lost); and on the embedded index the killed writer left whole
+batches only (LanceDB commits are atomic). OpenSearch (the stand-in) is atomic per document, not
+per batch (docs/search.md, Freshness), so that last check is for the embedded index alone.
 """
 import random
 import signal
@@ -21,8 +21,9 @@ import uuid
 import pytest
 import requests
 
-from tests.app.test_freshness_app import cli, demo_rows, environment, write_catalogue
+from tests.app.test_freshness_app import cli_writer, demo_rows, write_catalogue
 from tests.search.conftest import standin  # noqa: F401 - the OpenSearch stand-in fixture
+from tests.writer_process import environment
 
 BASE = 30
 BATCH = 16  # products per commit of the writers (--batch-size; CLIP_SEARCH_FLUSH_ROWS below it)
@@ -103,6 +104,7 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
     doomed = [row["id"] for row in rows[:9]]
     env = {"CLIP_SEARCH_FLUSH_ROWS": BATCH // 2}
     writer_args = ["--index", location, "--model", test_model_dir, "--batch-size", BATCH]
+    deleter = None
     service = open_service(location)
     deleted_at: dict[str, tuple[float, float]] = {}  # id -> (delete started, delete returned)
     try:
@@ -120,6 +122,9 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             while requests.get(f"{server.url}/api/products/{killed_ids[0]}", timeout=30).status_code != 200:
                 assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()  # its first commit
                 time.sleep(0.05)
+            # Started only now, so that it does not compete with the writers' start-up for the CPU
+            # while the first commit is awaited; it imports while the killed writer goes on.
+            deleter = cli_writer(location)
             time.sleep(random.Random(3).uniform(0, 0.5))  # somewhere in its stream of commits
             assert killed.poll() is None, "the writer to kill finished first: give it a longer catalogue"
             killed.send_signal(signal.SIGKILL)
@@ -127,7 +132,7 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             for start in range(0, len(doomed), 3):  # while the other writer goes on
                 chunk = doomed[start:start + 3]
                 started = time.monotonic()
-                cli("delete", "--index", location, *chunk)
+                deleter.cli("delete", "--index", location, *chunk)
                 deleted_at.update(dict.fromkeys(chunk, (started, time.monotonic())))
             out, err = finished.communicate(timeout=300)
             assert finished.returncode == 0, err
@@ -137,6 +142,8 @@ def test_readers_answer_while_writers_run_collide_and_die(location, tmp_path, te
             reader.join(60)
     finally:
         service.close()
+        if deleter is not None:
+            deleter.close()
     assert reader.failure is None, repr(reader.failure)
     records = reader.records
     assert len(records) > 50

@@ -1,10 +1,13 @@
 """Real processes on one embedded index: concurrent `clip-search index` runs, and `kill -9` of a writer.
 
 Embeddings come from Batch Transform style .out files (`--embeddings`), so the processes need no
-model; CLIP_SEARCH_FLUSH_ROWS makes each run commit many small versions, interleaving the writers.
+model. CLIP_SEARCH_FLUSH_ROWS is meant to make each run commit many small versions, interleaving the
+writers; but with precomputed embeddings and --no-titles the client upserts in batches of
+PRECOMPUTED_BATCH (8,192) rows and the embedded index commits a whole upsert at once, so today each
+run's rows land in one commit (11 versions in all, counted 2026-12-07): the runs overlap (both
+writers open, locking, merging into a table the other changed) but their batches do not interleave.
 """
 import json
-import os
 import random
 import signal
 import subprocess
@@ -14,9 +17,12 @@ import time
 import numpy as np
 
 from clip_search.search.index.embedded import EmbeddedIndex
-from tests.search.conftest import REPO, unit
+from tests.search.conftest import unit
+from tests.writer_process import environment
 
 DIM = 16
+ROWS = 1200  # per run; 2,400 in all > EXACT_MAX_ROWS: the run that finishes last builds the ANN index
+EXACT_MAX_ROWS = 2000
 
 
 def write_catalogue(folder, prefix: str, n: int, seed: int):
@@ -37,31 +43,26 @@ def index_command(catalogue, embeddings, index):
             "--embeddings", str(embeddings), "--model-id", "m", "--no-titles", "--batch-size", "50"]
 
 
-def environment(**extra):
-    path = os.pathsep.join([str(REPO / "code"), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, **{key: str(value) for key, value in extra.items()}}
-
-
 def test_two_index_runs_into_one_folder_both_land(tmp_path):
     index = tmp_path / "index"
-    runs = [write_catalogue(tmp_path, prefix, 3000, seed) for seed, prefix in enumerate(("a", "b"))]
-    env = environment(CLIP_SEARCH_FLUSH_ROWS=100, CLIP_SEARCH_EXACT_MAX_ROWS=2000)
+    runs = [write_catalogue(tmp_path, prefix, ROWS, seed) for seed, prefix in enumerate(("a", "b"))]
+    env = environment(CLIP_SEARCH_FLUSH_ROWS=50, CLIP_SEARCH_EXACT_MAX_ROWS=EXACT_MAX_ROWS)
     processes = [subprocess.Popen(index_command(catalogue, out, index), env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for catalogue, out in runs]
     results = [process.communicate(timeout=300) for process in processes]
     for process, (stdout, stderr) in zip(processes, results, strict=True):
         assert process.returncode == 0, stderr
-        assert "indexed 3000 of 3000 products" in stdout
+        assert f"indexed {ROWS} of {ROWS} products" in stdout
     opened = EmbeddedIndex(index)
-    assert opened.count() == 6000
+    assert opened.count() == 2 * ROWS
     for prefix in ("a", "b"):
-        assert opened._table.count_rows(f"id LIKE '{prefix}%'") == 3000
-    assert len(set(opened._table.to_arrow()["id"].to_pylist())) == 6000
-    assert len(opened._table.to_arrow().column("id")) == 6000
-    # The ANN index was built by one of them (6000 > 2000 rows) and both runs' rows are searchable.
+        assert opened._table.count_rows(f"id LIKE '{prefix}%'") == ROWS
+    assert len(set(opened._table.to_arrow()["id"].to_pylist())) == 2 * ROWS
+    assert len(opened._table.to_arrow().column("id")) == 2 * ROWS
+    # The ANN index was built by one of them (2 x ROWS > EXACT_MAX_ROWS) and both runs' rows are searchable.
     assert opened.is_approximate
-    vector = unit(np.random.default_rng(1).standard_normal((3000, DIM)))[1234]
-    assert opened.search(vector, k=1, fields=("image",))[0].id == "b1234"
+    vector = unit(np.random.default_rng(1).standard_normal((ROWS, DIM)))[567]
+    assert opened.search(vector, k=1, fields=("image",))[0].id == "b567"
 
 
 WRITER = """
