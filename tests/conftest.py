@@ -10,6 +10,14 @@ import requests
 
 from tests.session_cache import built_once
 
+# OpenMP threads that wait passively (sleep) instead of spinning: torch's intra-op pool spins by
+# default, and with more busy threads than cores (2 xdist workers x 2 torch threads on CI's 2 cores,
+# plus any subprocess) every tiny op of the test model waits for a descheduled spinner. Measured
+# 2026-12-07 at load ~13 on 2 cores (AVX-512 VNNI): one text through the test model in torch fp32
+# took 80-170 ms with 2 spinning threads, 3-11 ms passive. Set before anything imports torch, and
+# inherited by the xdist workers and every subprocess a test starts; the results are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Fixtures more than one suite uses, without importing them into test modules: the image's
 # (docker_ready, the model the image variant serves, ...: container and local mode) and the scripted
 # HTTP endpoint's (unit, search).
