@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.model_exports import reusing_fp32_export, weights_key
 from tests.session_cache import built_once
+
+# OpenMP threads that wait passively (sleep) instead of spinning: torch's intra-op pool spins by
+# default, and with more busy threads than cores (2 xdist workers x 2 torch threads on CI's 2 cores,
+# plus any subprocess) every tiny op of the test model waits for a descheduled spinner. Measured
+# 2026-12-07 at load ~13 on 2 cores (AVX-512 VNNI): one text through the test model in torch fp32
+# took 80-170 ms with 2 spinning threads, 3-11 ms passive. Set before anything imports torch, and
+# inherited by the xdist workers and every subprocess a test starts; the results are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Fixtures more than one suite uses, without importing them into test modules: the image's
 # (docker_ready, the model the image variant serves, ...: container and local mode) and the scripted
@@ -57,6 +66,39 @@ def test_model_dir(test_model_tar) -> Path:
     from clip_search.artifact import extract_artifact
 
     return extract_artifact(test_model_tar)
+
+
+@pytest.fixture(scope="session")
+def test_model_fp32_onnx(tmp_path_factory, test_model_dir):
+    """The test model's fp32 ONNX graphs (export_onnx) and what they were exported from: exported
+    once per session, the start of every packaging of the test model for another runtime
+    (tests/model_exports.py)."""
+    from clip_search.packaging.export import export_onnx
+
+    folder = built_once(tmp_path_factory, "test-model-fp32-onnx", lambda folder: export_onnx(test_model_dir, folder))
+    return folder, weights_key(test_model_dir)
+
+
+@pytest.fixture(scope="session")
+def int8_model_dir(tmp_path_factory, test_model_dir, test_model_fp32_onnx):
+    """The test model with int8 ONNX graphs exported without the guard (test_guard runs it with
+    several thresholds) and its fp32 weights kept (eval --compare-runtime torch). Shared by every
+    worker as it is: the tests only read it."""
+    import shutil
+
+    from clip_search.artifact import read_manifest
+    from clip_search.packaging.export import export_runtime
+    from clip_search.packaging.manifest import write_manifest
+
+    def build(folder):
+        model_dir = folder / "model"
+        shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))
+        with reusing_fp32_export(test_model_fp32_onnx) as served:
+            manifest = export_runtime(model_dir, read_manifest(model_dir), "onnx-int8", guard=False)
+        assert served, "the test model's weights should be the session's (seeded)"
+        write_manifest(model_dir, manifest)
+
+    return built_once(tmp_path_factory, "test-model-int8-unguarded", build) / "model"
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def test_guard_records_figures_thresholds_and_cpu(int8_model_dir, calibration_di
     assert 0.999 <= path["min_cosine_image"] < 0.99999 and 0.998 <= path["min_cosine_text"] <= 1.0
 
 
-def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, monkeypatch):
+def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, monkeypatch, reused_fp32_export):
     from clip_search.packaging import guard
     from clip_search.packaging.cli import package_model_command
 
@@ -47,9 +47,12 @@ def test_cli_writes_no_artifact_when_the_guard_fails(tmp_path, calibration_dir, 
     assert result.exit_code == 3, result.output
     assert "fails the accuracy guard" in result.output
     assert list(tmp_path.iterdir()) == []  # neither the artifact nor a partial file
+    assert len(reused_fp32_export) == 1
 
 
 # --- --runtime auto: the fastest runtime the guard accepts ------------------------------------
+# Each candidate is exported, guarded and (when refused) removed for real; the fp32 ONNX graphs they
+# start from are the session's export of the same seeded weights (reused_fp32_export).
 def _package_auto(tmp_path, calibration_dir):
     from clip_search.packaging.cli import package_model_command
 
@@ -66,7 +69,7 @@ def _packed(output):
     return model_dir, read_manifest(model_dir)
 
 
-def test_auto_packages_int8_when_the_guard_accepts_it(tmp_path, calibration_dir, monkeypatch):
+def test_auto_packages_int8_when_the_guard_accepts_it(tmp_path, calibration_dir, monkeypatch, reused_fp32_export):
     from clip_search.packaging import guard
 
     # Force the guard's answer: int8 measures >= 0.99 on every CPU here, so thresholds of 0.95 accept
@@ -84,9 +87,11 @@ def test_auto_packages_int8_when_the_guard_accepts_it(tmp_path, calibration_dir,
     assert 0.99 <= manifest["accuracy_guard"]["min_cosine_text"] < 1.0  # int8: close, not exact
     assert not (model_dir / "openvino").exists()
     assert "runtime onnx-int8" in result.output
+    assert len(reused_fp32_export) == 1  # OpenVINO was never exported
 
 
-def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibration_dir, monkeypatch):
+def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibration_dir, monkeypatch,
+                                                              reused_fp32_export):
     from clip_search.encoder import ClipEncoder
     from clip_search.packaging import guard
 
@@ -101,9 +106,10 @@ def test_auto_falls_back_to_openvino_and_leaves_no_int8_behind(tmp_path, calibra
     assert not (model_dir / "onnx").exists()
     assert not any(name.startswith("onnx/") for name in manifest["files"])  # the checksums match the files
     assert ClipEncoder.from_artifact(output).runtime.name == "openvino"
+    assert len(reused_fp32_export) == 2
 
 
-def test_auto_writes_nothing_when_every_candidate_is_refused(tmp_path, calibration_dir, monkeypatch):
+def test_auto_writes_nothing_when_every_candidate_is_refused(tmp_path, calibration_dir, monkeypatch, reused_fp32_export):
     from clip_search.packaging import guard
 
     monkeypatch.setattr(guard, "IMAGE_THRESHOLD", 1.000001)  # unreachable, even in f32
@@ -112,3 +118,4 @@ def test_auto_writes_nothing_when_every_candidate_is_refused(tmp_path, calibrati
     assert "refused every candidate runtime" in result.output
     assert "onnx-int8:" in result.output and "openvino:" in result.output
     assert not output.exists() and list(tmp_path.iterdir()) == []
+    assert len(reused_fp32_export) == 2

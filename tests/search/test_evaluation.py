@@ -166,24 +166,10 @@ def test_index_mode_counts_the_same(small_case, test_model_tar, tmp_path):
     assert from_index["catalogue"] == {"index": str(index), "sha256": None, "products": 26}
 
 
-@pytest.fixture(scope="module")
-def int8_artifact(tmp_path_factory, test_model_dir):
-    """The test model with int8 ONNX graphs (no guard) and its fp32 weights kept."""
-    from clip_search.artifact import read_manifest
-    from clip_search.packaging.export import export_runtime
-    from clip_search.packaging.manifest import write_manifest
-
-    model_dir = tmp_path_factory.mktemp("int8") / "model"
-    shutil.copytree(test_model_dir, model_dir, ignore=shutil.ignore_patterns("code"))
-    manifest = export_runtime(model_dir, read_manifest(model_dir), "onnx-int8", guard=False)
-    manifest["runtime"] = "onnx-int8"
-    write_manifest(model_dir, manifest)
-    return model_dir
-
-
-def test_compare_runtime_torch_reports_both_and_the_deltas(small_case, int8_artifact, test_model_tar, tmp_path):
+def test_compare_runtime_torch_reports_both_and_the_deltas(small_case, int8_model_dir, test_model_tar, tmp_path):
+    """int8_model_dir: the session's int8 test model (tests/conftest.py), its fp32 weights kept."""
     args = ["--catalogue", small_case["catalogue"], "--queries", small_case["queries"]]
-    out = _eval(*args, "--model", int8_artifact, "--compare-runtime", "torch", "--report", tmp_path / "both.json")
+    out = _eval(*args, "--model", int8_model_dir, "--compare-runtime", "torch", "--report", tmp_path / "both.json")
     _eval(*args, "--model", test_model_tar, "--report", tmp_path / "torch.json")
     both = json.loads((tmp_path / "both.json").read_text())
     torch_only = json.loads((tmp_path / "torch.json").read_text())

@@ -101,13 +101,17 @@ def test_packaging_is_deterministic_in_weights(tmp_path, test_model_tar):
     assert read_packed_manifest(again)["weights_sha256"] == read_packed_manifest(test_model_tar)["weights_sha256"]
 
 
-def test_package_model_cli_writes_the_test_model(tmp_path):
+def test_package_model_cli_writes_the_test_model(tmp_path, test_model_fp32_onnx):
     from click.testing import CliRunner
 
     from clip_search.cli import main
+    from tests.model_exports import reusing_fp32_export
 
     output = tmp_path / "m.tar.gz"
-    result = CliRunner().invoke(main, ["package-model", "--test-model", "-o", str(output)])
+    # The chosen runtime is exported from the session's fp32 ONNX export of these same seeded weights.
+    with reusing_fp32_export(test_model_fp32_onnx) as served:
+        result = CliRunner().invoke(main, ["package-model", "--test-model", "-o", str(output)])
+    assert served
     assert result.exit_code == 0, result.output
     assert "clip-search-tiny/random, dim 64, runtime " in result.output
     assert "accuracy guard passed" in result.output  # the default, auto, exports and guards
