@@ -51,12 +51,14 @@ def _validate_once() -> None:
     from jsonschema.exceptions import best_match
 
     schema = sdk_config.SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA
-    validator_class = jsonschema.validators.validator_for(schema)
-    validator_class.check_schema(schema)
-    validator = validator_class(schema)
+    validators = []  # checked and built at the first validation: a process may look nothing up
 
     def validate_sagemaker_config(sagemaker_config: dict = None):
-        error = best_match(validator.iter_errors(sagemaker_config))
+        if not validators:
+            validator_class = jsonschema.validators.validator_for(schema)
+            validator_class.check_schema(schema)
+            validators.append(validator_class(schema))
+        error = best_match(validators[0].iter_errors(sagemaker_config))
         if error is not None:
             raise error
 
