@@ -23,13 +23,50 @@ _SDK_CONFIG = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n   
 
 
 def quiet_sdk() -> None:
-    """Before importing `sagemaker`: no v3 upgrade banner, no telemetry calls."""
+    """Before importing `sagemaker`: no v3 upgrade banner, no telemetry calls; then the SDK imported
+    with its config validated without re-checking the SDK's own schema every time (_validate_once)."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Fetched defaults config..." per call
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
         path = Path(tempfile.gettempdir()) / "clip-search-sagemaker-config.yaml"
         path.write_text(_SDK_CONFIG)
         os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(path)
+    _validate_once()
+
+
+def _validate_once() -> None:
+    """The SDK validates its config (ours holds TelemetryOptOut, so it is never empty) on every
+    setting it looks up - hundreds while a pipeline is defined, tens per publish step - with
+    `jsonschema.validate`, which first checks the SDK's own constant schema against the JSON Schema
+    meta-schema: 0.1-0.3 s each, most of `publish pipeline upsert`'s time. Here the schema is checked
+    once and the config is validated by the same rules, raising the same error (best_match) as before."""
+    import sys
+
+    import sagemaker.config.config as sdk_config
+
+    original = sdk_config.validate_sagemaker_config
+    if getattr(original, "schema_checked_once", False):
+        return
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    schema = sdk_config.SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA
+    validators = []  # checked and built at the first validation: a process may look nothing up
+
+    def validate_sagemaker_config(sagemaker_config: dict = None):
+        if not validators:
+            validator_class = jsonschema.validators.validator_for(schema)
+            validator_class.check_schema(schema)
+            validators.append(validator_class(schema))
+        error = best_match(validators[0].iter_errors(sagemaker_config))
+        if error is not None:
+            raise error
+
+    validate_sagemaker_config.schema_checked_once = True
+    # Every SDK module that imported the function by name (sagemaker.utils, .session, .local...).
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "sagemaker" and getattr(module, "validate_sagemaker_config", None) is original:
+            module.validate_sagemaker_config = validate_sagemaker_config
 
 
 def client_error_code(error) -> str:

@@ -75,34 +75,42 @@ def run_build_phase(env: dict, tmp: Path) -> subprocess.CompletedProcess:
     return run_phase(BUILD, env, tmp)
 
 
-def _dry_run_env(aws, **extra):
+def _dry_run_env(aws, model_tar: Path | None = None, **extra):
+    """The CodeBuild project's variables. PACKAGE_ARGS: `--model` the session's packaged test model
+    when given (the build phase's `clip-search publish artifact $PACKAGE_ARGS` then uploads it, as
+    it uploads any artifact packaged before; packaging in the build is test_artifact_step.py's and
+    the fresh-venv test's), else `--test-model` (packaged in the build)."""
     # CodeBuild runs in the source folder; these runs are in a scratch folder.
     paths = {name: str(REPO / SPEC["env"]["variables"][name]) for name in ("EVAL_CATALOGUE", "EVAL_QUERIES")}
+    package_args = f"--model {model_tar}" if model_tar else "--test-model"
     return {"CLIP_SEARCH_ACCOUNT_ID": "123456789012", "CLIP_SEARCH_BUCKET": aws["bucket"],
-            "CLIP_SEARCH_ROLE_ARN": aws["role_arn"], "PACKAGE_ARGS": "--test-model", **paths, **extra}
+            "CLIP_SEARCH_ROLE_ARN": aws["role_arn"], "PACKAGE_ARGS": package_args, **paths, **extra}
 
 
-def test_build_phase_dry_run_against_moto_with_a_prebuilt_image(aws):
+def test_build_phase_dry_run_against_moto_with_a_prebuilt_image(aws, test_model_tar):
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:" + "d" * 64
-    result = run_build_phase(_dry_run_env(aws, CLIP_SEARCH_IMAGE_URI=image, DEPLOY_ENDPOINT="true",
+    result = run_build_phase(_dry_run_env(aws, test_model_tar, CLIP_SEARCH_IMAGE_URI=image, DEPLOY_ENDPOINT="true",
                                           CLIP_SEARCH_APPROVAL_STATUS="Approved"), aws["tmp"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert (aws["tmp"] / "publish-state.json").is_file()
+    state = json.loads((aws["tmp"] / "publish-state.json").read_text())
+    # The artifact the build uploaded is the one PACKAGE_ARGS named.
+    sha = hashlib.sha256(test_model_tar.read_bytes()).hexdigest()
+    assert state["model_data"] == f"s3://{aws['bucket']}/clip-search/models/{sha[:16]}/model.tar.gz"
     [package] = aws["sm"].list_model_packages(ModelPackageGroupName="clip-search")["ModelPackageSummaryList"]
     assert package["ModelApprovalStatus"] == "Approved"
     assert aws["sm"].describe_endpoint(EndpointName="clip-search")["EndpointStatus"] == "InService"
     assert "uploaded artifact" in result.stdout and "uploaded evaluation" in result.stdout
     described = aws["sm"].describe_model_package(ModelPackageName=package["ModelPackageArn"])
-    state = json.loads((aws["tmp"] / "publish-state.json").read_text())
     assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == state["evaluation"]
     assert "clip-search:eval:text:recall@10" in described["CustomerMetadataProperties"]
 
 
-def test_a_threshold_stops_the_build_before_registering(aws):
+def test_a_threshold_stops_the_build_before_registering(aws, test_model_tar):
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search@sha256:" + "d" * 64
     # The random test model cannot reach recall@10 = 1 on 81 products.
-    result = run_build_phase(_dry_run_env(aws, CLIP_SEARCH_IMAGE_URI=image, CLIP_SEARCH_MIN_TEXT_RECALL_AT_10="1"),
-                             aws["tmp"])
+    result = run_build_phase(_dry_run_env(aws, test_model_tar, CLIP_SEARCH_IMAGE_URI=image,
+                                          CLIP_SEARCH_MIN_TEXT_RECALL_AT_10="1"), aws["tmp"])
     assert result.returncode == 3, result.stdout + result.stderr
     assert "is below --min-text-recall-at-10 1" in result.stderr
     assert aws["sm"].list_model_package_groups()["ModelPackageGroupSummaryList"] == []
@@ -124,9 +132,10 @@ def test_wrong_account_is_refused(aws):
 
 
 @pytest.mark.container
-def test_build_phase_dry_run_pushes_the_image(aws, local_registry, tiny_image):
-    result = run_build_phase(_dry_run_env(aws, CLIP_SEARCH_LOCAL_IMAGE=tiny_image, CLIP_SEARCH_REGISTRY=local_registry,
-                                          DOCKER="/usr/bin/docker", DOCKER_CONFIG=str(aws["tmp"] / "docker")), aws["tmp"])
+def test_build_phase_dry_run_pushes_the_image(aws, local_registry, tiny_image, test_model_tar):
+    result = run_build_phase(_dry_run_env(aws, test_model_tar, CLIP_SEARCH_LOCAL_IMAGE=tiny_image,
+                                          CLIP_SEARCH_REGISTRY=local_registry, DOCKER="/usr/bin/docker",
+                                          DOCKER_CONFIG=str(aws["tmp"] / "docker")), aws["tmp"])
     assert result.returncode == 0, result.stdout + result.stderr
     [package] = aws["sm"].list_model_packages(ModelPackageGroupName="clip-search")["ModelPackageSummaryList"]
     spec = aws["sm"].describe_model_package(ModelPackageName=package["ModelPackageArn"])["InferenceSpecification"]

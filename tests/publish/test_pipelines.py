@@ -142,7 +142,9 @@ def test_model_pipeline_registers_above_the_gate_and_fails_below_it_with_the_fig
     from tests.publish.pipelines_in_process import run_pipeline
 
     pipeline = model_pipeline(aws, session)
-    parameters = {**evaluation_data, "TestModel": "true", "Runtime": "onnx", "MinRecallAt10": 0.0,
+    # Runtime torch: the gate is the point here, not the export (package-model's tests export and
+    # guard every runtime); each run packages the model, and an export + guard would double its time.
+    parameters = {**evaluation_data, "TestModel": "true", "Runtime": "torch", "MinRecallAt10": 0.0,
                   "ModelPackageGroup": "clip-search-pipeline-test"}
     passed = run_pipeline(pipeline, parameters, tmp_path / "pass", session, "pass")
     assert passed.status == "Succeeded", passed.failure_reason
@@ -158,7 +160,9 @@ def test_model_pipeline_registers_above_the_gate_and_fails_below_it_with_the_fig
     artifact = tmp_path / "registered.tar.gz"
     bucket, _, key = container["ModelDataUrl"][len("s3://"):].partition("/")
     aws["s3"].download_file(bucket, key, str(artifact))
-    model_id = read_packed_manifest(artifact)["model_id"]
+    manifest = read_packed_manifest(artifact)
+    model_id = manifest["model_id"]
+    assert manifest["runtime"] == "torch"  # the Runtime parameter reached PackageModel (its default is auto)
     statistics = package["ModelMetrics"]["ModelQuality"]["Statistics"]
     report = _read_json(aws["s3"], statistics["S3Uri"])
     assert statistics["ContentType"] == "application/json" and report["model_id"] == model_id

@@ -1,6 +1,8 @@
 """`clip-search publish pipeline NAME upsert|start|describe` against moto's SageMaker."""
 import json
 
+import pytest
+
 from tests.publish.conftest import BUCKET
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/clip-search:0.1.0"
@@ -65,3 +67,41 @@ def test_refusals_are_one_error_line(aws, publish_cli):
     model = json.loads(aws["sm"].describe_pipeline(PipelineName="clip-search-model")["PipelineDefinition"])
     package = next(step for step in model["Steps"] if step["Name"] == "PackageModel")
     assert package["Arguments"]["AppSpecification"]["ImageUri"] == IMAGE + "-full"
+
+
+def test_the_sdk_config_is_validated_as_the_sdk_does_with_its_schema_checked_once(aws, monkeypatch):
+    """model_build.aws.quiet_sdk: the SDK validates its config on every setting it looks up, and
+    jsonschema.validate re-checked the SDK's constant schema each time (most of `pipeline upsert`'s
+    time). The same validation, the same errors, and no schema check per lookup."""
+    import jsonschema
+
+    from model_build.aws import quiet_sdk
+
+    quiet_sdk()
+    import sagemaker.config
+    import sagemaker.session
+    import sagemaker.utils
+    from sagemaker.config.config_schema import SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA as schema
+
+    for module in (sagemaker.config, sagemaker.utils, sagemaker.session):
+        assert module.validate_sagemaker_config.schema_checked_once, module
+    validator_class = jsonschema.validators.validator_for(schema)
+
+    def no_schema_check(*args, **kwargs):
+        raise AssertionError("the SDK's schema checked again")
+
+    good = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+    sagemaker.utils.validate_sagemaker_config(good)  # the first validation checks the schema
+    with monkeypatch.context() as patched:
+        patched.setattr(validator_class, "check_schema", no_schema_check)
+        sagemaker.utils.validate_sagemaker_config(good)
+        session = sagemaker.session.Session(default_bucket=BUCKET)
+        assert session.sagemaker_config == good  # the aws fixture's SDK config file, loaded and validated
+        assert sagemaker.utils.get_sagemaker_config_value(session, "SageMaker.PythonSDK.Modules.TelemetryOptOut")
+    for bad in ({"SchemaVersion": "2.0"}, {**good, "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": "no"}}}},
+                {**good, "Unknown": 1}):
+        with pytest.raises(jsonschema.ValidationError) as ours:
+            sagemaker.utils.validate_sagemaker_config(bad)
+        with pytest.raises(jsonschema.ValidationError) as sdk:
+            jsonschema.validate(bad, schema)
+        assert ours.value.message == sdk.value.message
