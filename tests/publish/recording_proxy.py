@@ -89,12 +89,8 @@ class RecordingProxy(_ForwardingProxy):
                 "accept": headers.get("Accept")}
 
 
-class AwsRecordingProxy(_ForwardingProxy):
-    """In front of moto's server for one AWS JSON API (point AWS_ENDPOINT_URL_SAGEMAKER here): it
-    forwards every POST unchanged and records the operation (X-Amz-Target) and its JSON body, so a
-    test sees the request as it went over the wire, including fields moto does not check or keep."""
-
-    answer_headers = ("Content-Type", "x-amzn-RequestId")
+class _MotoProxy(_ForwardingProxy):
+    """In front of moto's server: the same path on the upstream, every header but host and length."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
@@ -105,6 +101,14 @@ class AwsRecordingProxy(_ForwardingProxy):
 
     def forward_headers(self, headers) -> dict:
         return {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+
+
+class AwsRecordingProxy(_MotoProxy):
+    """In front of moto's server for one AWS JSON API (point AWS_ENDPOINT_URL_SAGEMAKER here): it
+    forwards every POST unchanged and records the operation (X-Amz-Target) and its JSON body, so a
+    test sees the request as it went over the wire, including fields moto does not check or keep."""
+
+    answer_headers = ("Content-Type", "x-amzn-RequestId")
 
     def record(self, path: str, headers, body: bytes) -> dict:
         target = headers.get("X-Amz-Target", "")
@@ -124,22 +128,12 @@ def signing_service(headers, query: dict) -> str | None:
     return found.group(1) if found else None
 
 
-class S3RecordingProxy(_ForwardingProxy):
+class S3RecordingProxy(_MotoProxy):
     """In front of moto's S3 (point AWS_ENDPOINT_URL_S3 here; path-style requests, as clients use for
     an IP address): forwards every request unchanged and records it as the S3 API operation it is,
     with its bucket, key and prefix, and the service it was signed for."""
 
     answer_headers = None
-
-    def __init__(self, upstream: str):
-        self.upstream = upstream.rstrip("/")
-        super().__init__()
-
-    def target(self, path: str) -> str:
-        return self.upstream + path
-
-    def forward_headers(self, headers) -> dict:
-        return {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
 
     def record(self, path: str, headers, body: bytes) -> dict:
         parts = urlsplit(path)
