@@ -45,6 +45,7 @@ while [[ $# -gt 0 ]]; do
         --tag) TAG="$2"; shift ;;
         --base-image) BASE_IMAGE="$2"; shift ;;
         --serving-image) SERVING_IMAGE="$2"; shift ;;
+        --serving-image=*) SERVING_IMAGE="${1#--serving-image=}" ;;
         --torch-index-url) TORCH_INDEX_URL="$2"; shift ;;
         --no-cache) NO_CACHE=(--no-cache) ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;

@@ -119,9 +119,12 @@ def artifact_command(model_path, arch, pretrained, random_weights, test_model, r
 
 
 @publish.command("image")
-@click.option("--variant", type=click.Choice(["slim", "full", "lambda"]), default="slim", show_default=True,
+@click.option("--variant", type=click.Choice(["slim", "full", "lambda", "processing"]), default="slim",
+              show_default=True,
               help="slim: torch-free, serves onnx/onnx-int8 artifacts; full: torch + OpenVINO, every runtime "
-                   "(its default tag ends in -full); lambda: the query function.")
+                   "(its default tag ends in -full); lambda: the query function; processing: the pipelines' "
+                   "steps, LanceDB + opensearch-py on the full image (build that first; another with "
+                   "--build-arg=--serving-image --build-arg=TAG).")
 @click.option("--build-arg", "build_args", multiple=True, help="Extra argument for container/build.sh (repeatable).")
 @settings("repository", "image_tag", "local_image", "registry", "image_uri")
 def image_command(variant, build_args, aws, state):
@@ -131,7 +134,8 @@ def image_command(variant, build_args, aws, state):
     from model_build.image import push_image
 
     config = aws.config
-    key = "lambda_image_uri" if variant == "lambda" else "image_uri"  # lambda: the query function (publish stack)
+    # lambda: the query function (publish stack); processing: the pipelines' processing steps.
+    key = {"lambda": "lambda_image_uri", "processing": "processing_image_uri"}.get(variant, "image_uri")
     if key == "image_uri" and config.image_uri and not State.remembered(config, "image_uri"):
         click.echo(f"image given ({config.sources['image_uri']}): nothing built or pushed")
         uri = config.image_uri

@@ -23,7 +23,10 @@ Runner = Callable[..., str]
 # container/build.sh --variant: slim (default, torch-free: onnx / onnx-int8 artifacts) or full
 # (torch, open_clip, OpenVINO: every runtime). The full image's default tag ends in "-full", so
 # the two never overwrite each other in one repository.
-VARIANTS = ("slim", "full", "lambda")  # lambda: the query function (container/Dockerfile.lambda), tag -lambda
+# lambda: the query function (container/Dockerfile.lambda), tag -lambda. processing: the pipelines'
+# processing steps (container/Dockerfile.processing), one layer adding LanceDB/Arrow and opensearch-py
+# on a serving image: by default on the `full` image, since the model build packages with torch.
+VARIANTS = ("slim", "full", "lambda", "processing")
 DEFAULT_VARIANT = "slim"
 
 
@@ -84,6 +87,10 @@ def push_image(aws: Aws, run: Runner = run_command, build_args: list[str] | None
     from clip_search import __version__ as version  # the image tag defaults to the package version
 
     tag = config.image_tag or default_tag(version, variant)
+    build_args = list(build_args or [])
+    if variant == "processing" and not any(arg.split("=", 1)[0] == "--serving-image" for arg in build_args):
+        # The full image as `publish image --variant full` tags it locally (run that first).
+        build_args += ["--serving-image", f"{config.repository}:{config.image_tag or default_tag(version, 'full')}"]
     docker = docker_binary()
     local = config.local_image or build_image(f"{config.repository}:{tag}", run, build_args, echo, variant)
     repository_uri = ensure_repository(aws, config.repository, echo)

@@ -51,6 +51,18 @@ def test_every_command_exists_in_the_project():
         assert "--" + name[len("CLIP_SEARCH_"):].lower().replace("_", "-") in register_flags
 
 
+def test_the_model_pipeline_gets_the_processing_image_on_full_as_its_full_image():
+    # PackageModel needs torch (the full image), EvaluateModel opens a LanceDB index (the processing
+    # layer): the pipeline's full image is the processing image built on the full one.
+    [line] = [command for command in BUILD if "MODEL_PIPELINE" in command]
+    steps = [step.strip() for step in line.split("then", 1)[1].rsplit("; fi", 1)[0].split("&&")]
+    assert steps[:2] == ["clip-search publish image --variant full",
+                         "export CLIP_SEARCH_FULL_IMAGE_URI=$(clip-search publish image --variant processing "
+                         "| sed -n 's/^processing_image_uri=//p')"]
+    assert steps[-2:] == ["clip-search publish pipeline model upsert", "clip-search publish pipeline model start --wait"]
+    assert "processing" in [p for p in publish.commands["image"].params if p.name == "variant"][0].type.choices
+
+
 def spec_variables() -> dict:
     variables = {k: str(v).split("  #")[0] for k, v in SPEC["env"]["variables"].items()}
     # PyTorch's CPU index is for CodeBuild; here pip's own configuration (this machine's local

@@ -79,6 +79,27 @@ def test_full_variant_builds_with_build_sh_variant_full_under_its_own_tag(aws, m
     assert runner.calls[0][0][3:6] == ["slim", "--tag", f"clip-search:{__version__}"]
 
 
+def test_processing_variant_builds_on_the_full_image_unless_told_another(aws, monkeypatch):
+    from clip_search import __version__
+
+    monkeypatch.setenv("DOCKER", DOCKER)
+    runner = RecordingRunner()
+    uri = push_image(Aws(load_config({})), run=runner, echo=lambda _: None, variant="processing")
+    # The model build packages with torch and evaluates with LanceDB: the processing layer goes on
+    # the full image `publish image --variant full` tagged, not on the slim default.
+    assert runner.calls[0] == (["bash", str(BUILD_SCRIPT), "--variant", "processing", "--tag",
+                                f"clip-search:{__version__}-processing",
+                                "--serving-image", f"clip-search:{__version__}-full"], None)
+    assert [call[0][2] for call in runner.calls if call[0][1] == "push"][0].endswith(f"/clip-search:{__version__}-processing")
+    assert uri.endswith(f"@{runner.digest}")
+
+    runner = RecordingRunner()
+    push_image(Aws(load_config({})), run=runner, echo=lambda _: None, variant="processing",
+               build_args=["--serving-image=clip-search:slim-1"])
+    assert runner.calls[0][0][-1] == "--serving-image=clip-search:slim-1"  # the caller's, and only it
+    assert sum(arg.startswith("--serving-image") for arg in runner.calls[0][0]) == 1
+
+
 def test_cli_variant_choices_default_slim_and_unknown_names_refused(aws, publish_cli):
     assert "[default: slim]" in publish_cli("image", "--help")
     out = publish_cli("image", "--variant", "bogus", expect=2)
