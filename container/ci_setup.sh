@@ -11,8 +11,8 @@
 #   --no-tests  stop after building the image
 #   --variant   which image to build and test (default slim, the one SageMaker runs by default;
 #               full = torch + OpenVINO, tagged clip-search:full unless CLIP_SEARCH_IMAGE is set)
-#   --cached    reuse an existing base image and Docker's build cache (default: rebuild
-#               both, so CI proves the image builds from nothing)
+#   --cached    reuse an existing base image and Docker's build cache (default: make the base
+#               image anew, so no cached layer can match and CI proves the images build from nothing)
 # Env: PYTHON (the project's venv interpreter, default python3), CLIP_SEARCH_IMAGE (tag, default
 #      clip-search:latest for slim, clip-search:full for full), CLIP_SEARCH_PROCESSING_IMAGE (default
 #      clip-search:processing), DOCKER (default /usr/bin/docker).
@@ -66,10 +66,11 @@ fi
 done_step
 
 step "make base image $BASE_IMAGE"
+# Without --cached the base image is made anew: no layer of an earlier build can match it, so every
+# image builds from nothing, and the lambda build reuses the apt layers the slim build just made.
 build_flags=()
 force=0
 if [[ "$CACHED" == 0 ]]; then
-    build_flags+=(--no-cache)
     force=1
 fi
 FORCE=$force "$HERE/make_base_image.sh" "$BASE_IMAGE"

@@ -27,6 +27,10 @@ WORKERS=${TEST_WORKERS:-$(nproc)}
 # up once, not once per worker. (loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot
 # group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
 XDIST=(-n "$WORKERS" --dist loadscope)
+# The unit tier takes one worker more than the cores: its tests wait a third of their time (writer
+# processes, moto and PostgreSQL start-up, LanceDB commits), and the container set-up, the only other
+# load meanwhile, runs at low priority.
+UNIT_XDIST=(-n "${TEST_WORKERS:-$(( $(nproc) + 1 ))}" --dist loadscope)
 tier_times=()
 
 run_tier() {
@@ -76,7 +80,7 @@ for tier in "${tiers[@]}"; do
       start=$SECONDS
       "$VENV/bin/ruff" check .
       tier_times+=("lint $((SECONDS - start)) s") ;;
-    unit) run_covered_tier unit "${XDIST[@]}" -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
+    unit) run_covered_tier unit "${UNIT_XDIST[@]}" -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
     fuzz) run_tier fuzz "${XDIST[@]}" -m "fuzz" ;;
     server) run_covered_tier server "${XDIST[@]}" -m "server" ;;
     browser)
@@ -94,14 +98,15 @@ for tier in "${tiers[@]}"; do
         PYTHON="$VENV/bin/python" bash container/ci_setup.sh --no-tests
       fi
       echo "=== container set-up waited for $((SECONDS - start)) s"
-      # Local mode runs in a pytest of its own beside the rest of the tier: the rest mostly waits on
-      # one container at a time and leaves a core idle. Local mode stays in one process (its tests
-      # clean up the SDK's compose containers by image, and share the SDK's network).
+      # Local mode runs in a pytest of its own beside the rest of the tier, which runs on two xdist
+      # workers: both mostly wait on containers and on pip (the buildspec's fresh-venv install alone
+      # is ~60 s on one core). Local mode stays in one process (its tests clean up the SDK's compose
+      # containers by image, and share the SDK's network).
       echo "=== tier: container ($(date -u +%H:%M:%S)), SageMaker local mode beside it: build/container-local-mode.log"
       "${PYTEST[@]}" -m "container or local_mode" tests/local_mode > build/container-local-mode.log 2>&1 &
       local_pid=$!
       rest_status=0
-      "${PYTEST[@]}" -m "container or local_mode" --ignore=tests/local_mode || rest_status=$?
+      "${PYTEST[@]}" -n 2 --dist loadscope -m "container or local_mode" --ignore=tests/local_mode || rest_status=$?
       local_status=0
       wait "$local_pid" || local_status=$?
       echo "=== local mode (build/container-local-mode.log):"

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -120,16 +123,15 @@ def test_package_model_cli_writes_the_test_model(tmp_path, test_model_fp32_onnx)
     assert manifest["test_model"] is True and manifest["runtime"] in ("onnx-int8", "openvino")
 
 
-def test_package_model_without_network_fails_clearly(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from clip_search.cli import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here either way; make it fail fast
-    result = CliRunner().invoke(main, ["package-model", "--arch", "RN50", "--pretrained", "openai",
-                                       "-o", str(tmp_path / "x.tar.gz")])
-    assert result.exit_code == 2
-    assert "could not fetch pretrained weights RN50/openai" in result.output
+def test_package_model_without_network_fails_clearly(tmp_path):
+    # A process of its own: huggingface_hub reads HF_HUB_OFFLINE when it is first imported, and in a
+    # test process that already imported it, the download waits on network time-outs instead (~45 s).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no hub here either way; make it fail fast
+    result = subprocess.run([sys.executable, "-m", "clip_search.cli", "package-model", "--arch", "RN50",
+                             "--pretrained", "openai", "-o", str(tmp_path / "x.tar.gz")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "could not fetch pretrained weights RN50/openai" in result.stderr
     assert not (tmp_path / "x.tar.gz").exists()
 
 
