@@ -121,8 +121,12 @@ def run_moto(tmp_path_factory, *python_args: str, host: str = "127.0.0.1"):
 
     port = free_port(host)
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    # Not measured by coverage.py (its `patch = subprocess` hands every child its configuration
+    # through these variables): moto runs none of the library, and tracing it slows every AWS call.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
     process = subprocess.Popen([sys.executable, *python_args, "-H", host, "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -138,3 +142,29 @@ def run_moto(tmp_path_factory, *python_args: str, host: str = "127.0.0.1"):
     process.terminate()
     process.wait(10)
     log.close()
+
+
+# The modules that set their tier's length, longest first (wall seconds on 2 cores, 2026-12-07 idle
+# runs: unit, server, container). They start first, so pytest-xdist (--dist loadscope hands out whole
+# modules in collection order) fills the other workers with the short modules meanwhile, instead of
+# one worker running a long module alone at the end of a tier.
+LONGEST_FIRST = (
+    "tests/server/test_benchmarks_smoke.py",  # 90-120 s: `python -m benchmarks --quick`
+    "tests/server/test_hardening.py",  # ~95 s: the 60 s soak
+    "tests/publish/test_buildspec.py",  # container: the install phase into a fresh venv, ~60 s
+    "tests/publish/test_quick_start.py",  # ~40 s
+    "tests/app/test_freshness_app.py",  # ~35 s
+    "tests/app/test_freshness_writers.py",  # ~30 s
+    "tests/server/test_http_contract.py",  # ~30 s: 20 clients for 20 s
+    "tests/container/test_core_install.py",  # ~35 s
+    "tests/publish/test_evaluation_gate.py",  # ~30 s
+    "tests/runtimes/test_guard.py",  # ~25 s
+    "tests/publish/test_pipelines_catalogue.py",  # ~26 s
+    "tests/publish/test_stack.py",  # ~25 s
+    "tests/search/test_lancedb_concurrency.py",  # ~20 s
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {path: position for position, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep their order
