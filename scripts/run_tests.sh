@@ -28,8 +28,7 @@ WORKERS=${TEST_WORKERS:-$(nproc)}
 # group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
 XDIST=(-n "$WORKERS" --dist loadscope)
 # The unit tier takes one worker more than the cores: its tests wait a third of their time (writer
-# processes, moto and PostgreSQL start-up, LanceDB commits), and the container set-up, the only other
-# load meanwhile, runs at low priority.
+# processes, moto and PostgreSQL start-up, LanceDB commits).
 UNIT_XDIST=(-n "${TEST_WORKERS:-$(( $(nproc) + 1 ))}" --dist loadscope)
 tier_times=()
 
@@ -60,15 +59,17 @@ if [[ " ${tiers[*]} " == *" browser "* ]]; then
   VENV="$VENV" bash scripts/install_browser.sh
 fi
 
-# The container tier's set-up (apt, dockerd, the base image from debootstrap, the wheelhouse, the image
-# built without cache, as before) needs nothing the other tiers make and waits mostly on the network
-# and on Docker: it starts now, in the background at low priority, in its own process group (stopped
-# with the run), and the container tier waits for it. Its log: build/container-setup.log.
+# The container tier's set-up (apt, dockerd, the base image from debootstrap, the wheelhouse, the
+# images on that new base) needs nothing the other tiers make: it starts now, in the background, in
+# its own process group (stopped with the run), and the container tier waits for it. Its log:
+# build/container-setup.log. At normal priority, like the dockerd it starts: it is serial work (one
+# core at most), and overlapped with the CPU-bound tiers it costs them about half its CPU time,
+# while held back until the container tier it would run alone with the other core idle.
 setup_pid=
 if [[ " ${tiers[*]} " == *" container "* ]]; then
   mkdir -p build
   echo "=== container set-up started in the background ($(date -u +%H:%M:%S)): build/container-setup.log"
-  PYTHON="$VENV/bin/python" setsid nice bash container/ci_setup.sh --no-tests > build/container-setup.log 2>&1 &
+  PYTHON="$VENV/bin/python" setsid bash container/ci_setup.sh --no-tests > build/container-setup.log 2>&1 &
   setup_pid=$!
   trap '[ -z "$setup_pid" ] || kill -- "-$setup_pid" 2>/dev/null || true' EXIT
 fi
