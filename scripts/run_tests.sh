@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the test tiers in order, fastest first, and stops at the first failing tier.
+# Runs the test tiers in order, fastest first, and stops at the first failing tier (the browser tier
+# runs beside the fuzz tier when both are asked for).
 #   lint       ruff check . (ruff.toml: pyflakes, bugbear, import sorting)
 #   unit       in-process tests: handler contract, artifact, encoder, runtimes, search, publishing
 #   fuzz       Hypothesis: random input at the decoder, the real server and the catalogue readers
@@ -31,12 +32,16 @@ XDIST=(-n "$WORKERS" --dist loadscope)
 # processes, moto and PostgreSQL start-up, LanceDB commits).
 UNIT_XDIST=(-n "${TEST_WORKERS:-$(( $(nproc) + 1 ))}" --dist loadscope)
 tier_times=()
+# What the tests package once (the test models, their exports: tests/session_cache.py) is shared by
+# every tier of this run, and only of this run.
+export CLIP_SEARCH_TEST_BUILDS="$PWD/build/test-builds"
+rm -rf "$CLIP_SEARCH_TEST_BUILDS"
 
 run_tier() {
   local name=$1; shift
   echo "=== tier: $name ($(date -u +%H:%M:%S))"
   local start=$SECONDS
-  "${PYTEST[@]}" "$@"
+  "${PYTEST[@]}" "$@" || return $?
   tier_times+=("$name $((SECONDS - start)) s")
   echo "=== tier $name passed in $((SECONDS - start)) s"
 }
@@ -82,10 +87,33 @@ for tier in "${tiers[@]}"; do
       "$VENV/bin/ruff" check .
       tier_times+=("lint $((SECONDS - start)) s") ;;
     unit) run_covered_tier unit "${UNIT_XDIST[@]}" -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
-    fuzz) run_tier fuzz "${XDIST[@]}" -m "fuzz" ;;
+    fuzz)
+      browser_pid=
+      if [[ " ${tiers[*]} " == *" browser "* ]]; then
+        # The browser tier runs beside this one: Hypothesis keeps both cores busy for ~20 s, the page
+        # tests mostly wait on Chromium. Its output: build/browser.log, shown when both are done.
+        mkdir -p build
+        browser_start=$SECONDS
+        echo "=== tier: browser, beside fuzz ($(date -u +%H:%M:%S)): build/browser.log"
+        CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} "${PYTEST[@]}" -m "browser" > build/browser.log 2>&1 &
+        browser_pid=$!
+      fi
+      fuzz_status=0
+      run_tier fuzz "${XDIST[@]}" -m "fuzz" || fuzz_status=$?
+      if [ -n "$browser_pid" ]; then
+        browser_status=0
+        wait "$browser_pid" || browser_status=$?
+        echo "=== tier browser (build/browser.log):"
+        grep -vE '^\s*$' build/browser.log | tail -n 30
+        [ "$browser_status" = 0 ] || { echo "=== tier browser FAILED" >&2; exit 1; }
+        tier_times+=("browser $((SECONDS - browser_start)) s (beside fuzz)")
+        echo "=== tier browser passed in $((SECONDS - browser_start)) s"
+        browser_done=1
+      fi
+      [ "$fuzz_status" = 0 ] || exit "$fuzz_status" ;;
     server) run_covered_tier server "${XDIST[@]}" -m "server" ;;
     browser)
-      CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} run_tier browser -m "browser" ;;
+      [ -n "${browser_done:-}" ] || CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} run_tier browser -m "browser" ;;
     container)
       # Docker engine, a locally made base image, the image itself (container/ci_setup.sh), then
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
