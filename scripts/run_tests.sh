@@ -37,6 +37,21 @@ tier_times=()
 export CLIP_SEARCH_TEST_BUILDS="$PWD/build/test-builds"
 rm -rf "$CLIP_SEARCH_TEST_BUILDS"
 
+# A pytest run beside the current tier: in the background, its output in LOG, shown when waited for.
+start_beside() {
+  local log=$1; shift
+  mkdir -p "$(dirname "$log")"
+  "${PYTEST[@]}" "$@" > "$log" 2>&1 &
+  beside_pid=$!
+}
+wait_beside() {  # NAME LOG: its exit status, after its log's last lines
+  local status=0
+  wait "$beside_pid" || status=$?
+  echo "=== $1 ($2):"
+  grep -vE '^\s*$' "$2" | tail -n 40
+  return "$status"
+}
+
 run_tier() {
   local name=$1; shift
   echo "=== tier: $name ($(date -u +%H:%M:%S))"
@@ -88,32 +103,26 @@ for tier in "${tiers[@]}"; do
       tier_times+=("lint $((SECONDS - start)) s") ;;
     unit) run_covered_tier unit "${UNIT_XDIST[@]}" -m "not server and not browser and not container and not local_mode and not live and not fuzz" ;;
     fuzz)
-      browser_pid=
+      browser_beside=
       if [[ " ${tiers[*]} " == *" browser "* ]]; then
         # The browser tier runs beside this one: Hypothesis keeps both cores busy for ~20 s, the page
-        # tests mostly wait on Chromium. Its output: build/browser.log, shown when both are done.
-        mkdir -p build
+        # tests mostly wait on Chromium.
+        browser_beside=1
         browser_start=$SECONDS
         echo "=== tier: browser, beside fuzz ($(date -u +%H:%M:%S)): build/browser.log"
-        CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} "${PYTEST[@]}" -m "browser" > build/browser.log 2>&1 &
-        browser_pid=$!
+        start_beside build/browser.log -m "browser"
       fi
       fuzz_status=0
       run_tier fuzz "${XDIST[@]}" -m "fuzz" || fuzz_status=$?
-      if [ -n "$browser_pid" ]; then
-        browser_status=0
-        wait "$browser_pid" || browser_status=$?
-        echo "=== tier browser (build/browser.log):"
-        grep -vE '^\s*$' build/browser.log | tail -n 30
-        [ "$browser_status" = 0 ] || { echo "=== tier browser FAILED" >&2; exit 1; }
+      if [ -n "$browser_beside" ]; then
+        wait_beside "tier browser" build/browser.log || { echo "=== tier browser FAILED" >&2; exit 1; }
         tier_times+=("browser $((SECONDS - browser_start)) s (beside fuzz)")
         echo "=== tier browser passed in $((SECONDS - browser_start)) s"
-        browser_done=1
       fi
       [ "$fuzz_status" = 0 ] || exit "$fuzz_status" ;;
     server) run_covered_tier server "${XDIST[@]}" -m "server" ;;
     browser)
-      [ -n "${browser_done:-}" ] || CLIP_SEARCH_ARTIFACTS=${CLIP_SEARCH_ARTIFACTS:-test-artifacts} run_tier browser -m "browser" ;;
+      [ -n "${browser_beside:-}" ] || run_tier browser -m "browser" ;;
     container)
       # Docker engine, a locally made base image, the image itself (container/ci_setup.sh), then
       # every container-marked test: the HTTP suite against the image, local mode, the ECR push.
@@ -132,14 +141,11 @@ for tier in "${tiers[@]}"; do
       # is ~60 s on one core). Local mode stays in one process (its tests clean up the SDK's compose
       # containers by image, and share the SDK's network).
       echo "=== tier: container ($(date -u +%H:%M:%S)), SageMaker local mode beside it: build/container-local-mode.log"
-      "${PYTEST[@]}" -m "container or local_mode" tests/local_mode > build/container-local-mode.log 2>&1 &
-      local_pid=$!
+      start_beside build/container-local-mode.log -m "container or local_mode" tests/local_mode
       rest_status=0
       "${PYTEST[@]}" -n 2 --dist loadscope -m "container or local_mode" --ignore=tests/local_mode || rest_status=$?
       local_status=0
-      wait "$local_pid" || local_status=$?
-      echo "=== local mode (build/container-local-mode.log):"
-      grep -vE '^\s*$' build/container-local-mode.log | tail -n 40
+      wait_beside "local mode" build/container-local-mode.log || local_status=$?
       if [ "$rest_status" != 0 ] || [ "$local_status" != 0 ]; then
         echo "=== tier container FAILED (rest: exit $rest_status, local mode: exit $local_status)" >&2; exit 1
       fi

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 MARK = "@@clip-search-writer@@ "
 REPO = Path(__file__).resolve().parents[1]
@@ -128,10 +129,8 @@ def _index_write(action: str, location: str, payload):
 
 def _run(command: dict) -> dict:
     out, err = io.StringIO(), io.StringIO()
-    saved = {key: os.environ.get(key) for key in command.get("env", {})}
-    os.environ.update(command.get("env", {}))
     returncode = 0
-    try:
+    with mock.patch.dict(os.environ, command.get("env", {})):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 if "cli" in command:
@@ -147,12 +146,6 @@ def _run(command: dict) -> dict:
 
                 traceback.print_exc()
                 returncode = 1
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return {"returncode": returncode, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 

@@ -259,27 +259,20 @@ def deployer_source() -> str:
     return load_template(TEMPLATE)["Resources"]["Deployer"]["Properties"]["Code"]["ZipFile"]
 
 
-def run_deployer(package_arn: str, role_arn: str, monkeypatch_env=None) -> dict:
+def run_deployer(package_arn: str, role_arn: str) -> dict:
     """The deployer's inline code, run here against moto with the event EventBridge delivers."""
     import os
+    from unittest import mock
 
     env = {"PACKAGE_GROUP": "clip-search", "ENDPOINT_NAME": "clip-search", "ROLE_ARN": role_arn,
            "MEMORY_MB": "3072", "MAX_CONCURRENCY": "5"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):
         namespace = {}
         exec(compile(deployer_source(), "deployer/index.py", "exec"), namespace)
         event = {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
                  "detail": {"ModelPackageGroupName": "clip-search", "ModelPackageArn": package_arn,
                             "ModelApprovalStatus": "Approved"}}
         return namespace["handler"](event, None)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_refuses_without_credentials_or_region(aws, publish_cli, monkeypatch):
