@@ -28,9 +28,21 @@ import pyarrow as pa
 frame = pa.table({"a": [1, 2]}).to_pandas()  # pyarrow still finds pandas when something converts
 import lance_namespace_urllib3_client as client  # and the deferred package is whole when used
 import overrides  # the real one: the stand-in served only while LanceDB imported
+import pydantic
+from lance_namespace_urllib3_client.models import CreateNamespaceRequest
+deferred = not CreateNamespaceRequest.__pydantic_complete__  # its schema not built by the import
+try:  # and built, validating, on first use
+    CreateNamespaceRequest(id=42)
+    validates = False
+except pydantic.ValidationError:
+    validates = True
+class Later(pydantic.BaseModel):  # a model made after the import is built as usual
+    n: int
 print(json.dumps({"hits": [hit.id for hit in hits], "loaded": loaded, "frame_rows": len(frame),
                   "client": client.ApiClient.__name__,
-                  "overrides": hasattr(overrides, "enforce")}))
+                  "overrides": hasattr(overrides, "enforce"), "deferred": deferred, "validates": validates,
+                  "later_built": Later.__pydantic_complete__,
+                  "base_config": dict(pydantic.BaseModel.model_config)}))
 """
 
 
@@ -52,3 +64,6 @@ def test_a_command_on_the_embedded_index_imports_neither_the_rest_client_nor_pan
              if name in ("pandas", "overrides") or name.startswith(("pandas.", "lance_namespace_urllib3_client.api"))]
     assert heavy == []
     assert answer["frame_rows"] == 2 and answer["client"] == "ApiClient" and answer["overrides"]
+    # pydantic schemas made while LanceDB imported wait for first use, and then validate.
+    assert answer["deferred"] and answer["validates"]
+    assert answer["later_built"] and "defer_build" not in answer["base_config"]

@@ -127,3 +127,23 @@ def test_a_tokenizer_without_clips_start_and_end_tokens_is_refused(tmp_path):
     Tokenizer(WordLevel({"apple": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(path))
     with pytest.raises(ModelLoadError, match=f"^{path} has no <start_of_text>/<end_of_text> tokens: not a CLIP tokenizer$"):
         ClipTokenizer(path)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="&"), max_size=80))
+def test_ftfy_leaves_printable_ascii_without_ampersands_as_it_is(text):
+    """The premise of clean()'s shortcut, held against ftfy itself: the text it does not hand to
+    ftfy is text that ftfy.fix_text returns unchanged."""
+    import ftfy
+
+    assert ftfy.fix_text(text) == text
+
+
+def test_texts_ftfy_changes_still_go_through_it():
+    from clip_search.tokenizer import clean
+
+    # An HTML entity, mojibake, a curly quote, a control character: each needs ftfy (or html).
+    assert clean("fish &amp; chips") == "fish & chips"
+    assert clean("cafÃ© au lait") == "café au lait"
+    assert clean("\u201cfresh\u201d milk") == '"fresh" milk'
+    assert clean("oat\x00milk") == "oatmilk"

@@ -20,6 +20,11 @@ LanceDB 0.40, pyarrow 26), and most of it is code no local table uses:
   which disassembles each method's class bytecode at import to check it; on 3.12+ LanceDB uses
   `typing.override` (a marker) and a plain `EnforceOverrides` base instead. While LanceDB imports,
   it is given exactly that 3.12 pair; the real `overrides` package is left for anyone else.
+- pydantic schemas (~0.2 s): the REST client's models and LanceDB's embedding registry are ~200
+  pydantic classes, and pydantic builds each one's validation schema when the class is made. While
+  LanceDB imports, `BaseModel`'s config says `defer_build` (a pydantic setting), so the classes made
+  then build their schema on first use instead; the embedded index uses none of them. Classes made
+  after the import are built as usual.
 
 All are upstream costs; the figures for a report are in docs/performance.md (CLI start-up).
 tests/search/test_import_budget.py keeps them out of a command that opens the embedded index.
@@ -27,6 +32,7 @@ tests/search/test_import_budget.py keeps them out of a command that opens the em
 import importlib.util
 import sys
 import threading
+from contextlib import contextmanager
 
 REST_CLIENT = "lance_namespace_urllib3_client"
 _lock = threading.Lock()
@@ -85,6 +91,29 @@ def _overrides_as_on_python_3_12():
     return module
 
 
+@contextmanager
+def _schemas_built_on_first_use():
+    """pydantic models made inside this block build their schema on first use (see above)."""
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # LanceDB's own import says what is missing
+        yield
+        return
+    config = BaseModel.model_config
+    before = config.get("defer_build", _ABSENT)
+    config["defer_build"] = True
+    try:
+        yield
+    finally:
+        if before is _ABSENT:
+            config.pop("defer_build", None)
+        else:
+            config["defer_build"] = before
+
+
+_ABSENT = object()
+
+
 def load():
     """The `lancedb` module, imported as above on first use."""
     if "lancedb" in sys.modules:
@@ -98,7 +127,8 @@ def load():
     if stand_in is not None:
         sys.modules["overrides"] = stand_in
     try:
-        import lancedb
+        with _schemas_built_on_first_use():
+            import lancedb
     finally:
         if refuse is not None:
             sys.meta_path.remove(refuse)
