@@ -22,6 +22,20 @@ def runs_one_input_at_a_time(manifest: dict) -> bool:
     return bool(config.get(ONE_INPUT_PER_RUN, "block_size" not in config))
 
 
+def session_options(threads: int):
+    """The runtime's ONNX Runtime session options (also what benchmarks.layers profiles with)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spin by default, stealing the CPU from image decoding between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntime:
     name = "onnx"
     # The text graph is exported with a dynamic sequence axis (see export.py).
@@ -42,13 +56,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         graphs = manifest["runtime_config"]["graphs"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op threads spin by default, stealing the CPU from image decoding between calls.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)
 
         def session(kind):
             path = Path(model_dir) / graphs[kind]

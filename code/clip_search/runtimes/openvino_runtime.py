@@ -38,6 +38,28 @@ def resolve_precision(hint: str, capabilities: list[str]) -> str:
     return "bf16"
 
 
+def compile_properties(core, manifest: dict, threads: int, precision_hint: str | None = None) -> dict:
+    """The runtime's OpenVINO compile properties for this CPU (also what benchmarks.layers profiles with)."""
+    from clip_search import settings
+
+    config = manifest["runtime_config"]
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    hint = precision_hint or settings.current().openvino_precision or config.get("precision_hint", "auto")
+    precision = resolve_precision(hint, capabilities)
+    properties = {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": max(1, int(threads)),
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+    group = config.get("dynamic_quantization_group_size")
+    if group is not None:  # int8 weights: per-row activation quantization, never OpenVINO's default
+        properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
+    logger.info("OpenVINO: precision %s (hint %s, CPU capabilities %s), %s threads",
+                precision, hint, ",".join(capabilities), threads)
+    return properties
+
+
 class OpenVinoRuntime:
     name = "openvino"
     trims_text = True  # the IR keeps the ONNX graph's dynamic sequence axis
@@ -52,29 +74,14 @@ class OpenVinoRuntime:
     def load(cls, model_dir: Path, manifest: dict, threads: int, precision_hint: str | None = None):
         import openvino as ov
 
-        from clip_search import settings
-
         config = manifest["runtime_config"]
         core = ov.Core()
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        hint = precision_hint or settings.current().openvino_precision or config.get("precision_hint", "auto")
-        precision = resolve_precision(hint, capabilities)
-        properties = {
-            "INFERENCE_PRECISION_HINT": precision,
-            "INFERENCE_NUM_THREADS": max(1, int(threads)),
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
-        group = config.get("dynamic_quantization_group_size")
-        if group is not None:  # int8 weights: per-row activation quantization, never OpenVINO's default
-            properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
+        properties = compile_properties(core, manifest, threads, precision_hint)
 
         def compile_graph(kind):
             return core.compile_model(str(Path(model_dir) / config["graphs"][kind]), "CPU", properties)
 
-        logger.info("OpenVINO: precision %s (hint %s, CPU capabilities %s), %s threads",
-                    precision, hint, ",".join(capabilities), threads)
-        return cls(compile_graph("image_encoder"), compile_graph("text_encoder"), precision,
+        return cls(compile_graph("image_encoder"), compile_graph("text_encoder"), properties["INFERENCE_PRECISION_HINT"],
                    manifest.get("runtime", "openvino"))
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
