@@ -1,7 +1,10 @@
 """Fixtures shared by every suite: the packaged test model, real product photos, moto's server."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +21,13 @@ from tests.session_cache import built_once
 # took 80-170 ms with 2 spinning threads, 3-11 ms passive. Set before anything imports torch, and
 # inherited by the xdist workers and every subprocess a test starts; the results are the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The model cache (CLIP_SEARCH_MODEL_CACHE) of the encoders and commands the tests run: one folder
+# for a pytest session and its workers (who inherit the variable), not the user's ~/.cache; removed
+# by the process that made it.
+if not os.environ.get("CLIP_SEARCH_MODEL_CACHE"):
+    os.environ["CLIP_SEARCH_MODEL_CACHE"] = tempfile.mkdtemp(prefix="clip-search-test-model-cache-")
+    atexit.register(shutil.rmtree, os.environ["CLIP_SEARCH_MODEL_CACHE"], True)
 
 # Fixtures more than one suite uses, without importing them into test modules: the image's
 # (docker_ready, the model the image variant serves, ...: container and local mode) and the scripted

@@ -75,7 +75,7 @@ class ClipEncoder:
 
         `runtime` names one (`torch`, `onnx`, ...); None follows CLIP_SEARCH_RUNTIME / the manifest.
         """
-        model_dir = extract_artifact(Path(path))
+        model_dir = extract_artifact(Path(path), shared=True)
         return cls(model_dir, verify_artifact(model_dir), runtime_name=runtime, threads=threads)
 
     @property

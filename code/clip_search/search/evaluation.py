@@ -235,7 +235,7 @@ def evaluate_model(catalogue, queries_path, model=None, endpoint=None, compare_r
         from clip_search.errors import ModelLoadError
 
         try:
-            model_dir = extract_artifact(Path(model))
+            model_dir = extract_artifact(Path(model), shared=True)
             if compare_runtime:
                 _require_weights(model_dir, model, compare_runtime)
             embedder = LocalEmbedder(ClipEncoder.from_artifact(model_dir))
