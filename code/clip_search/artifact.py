@@ -113,7 +113,10 @@ def _cached_extraction(path: Path, root: Path) -> Path:
     entry = root / hashlib.sha256(identity.encode()).hexdigest()[:32]
     marker = entry / CACHE_COMPLETE
     if marker.is_file():
-        os.utime(marker)  # its last use, for eviction
+        try:
+            os.utime(marker)  # its last use, for eviction
+        except OSError:  # a cache this user may read but not write: still the same files
+            pass
         return entry
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=root))
