@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import BOUND_N, GROCERY, Int8Bound, image_ops, load_inputs
+from benchmarks.run import BOUND_N, GROCERY, Int8Bound, image_ops, load_inputs, timed
 from clip_search.artifact import extract_artifact, read_manifest
 from clip_search.encoder import ClipEncoder, resolve_threads
 from clip_search.runtimes import cpu_flags
 
 # The operators that are the int8 matrix products: what the bound is the speed of.
 INT8_PRODUCTS = {"DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "FullyConnectedCompressed"}
+BOUND_RUNS = 20  # the bound's runs, in a loop right after each model's
 
 
 def onnx_layers(model_dir: Path, manifest: dict, pixels: np.ndarray, threads: int) -> tuple[dict, float]:
@@ -119,21 +120,11 @@ def main(argv=None):
         bound = Int8Bound(threads, image_ops(model_dir))
         profile = openvino_layers if manifest["runtime"].startswith("openvino") else onnx_layers
         spent, wall = profile(model_dir, manifest, pixels, threads)
-        bound.record(_bound_times(bound))
+        bound.record(timed(bound.call, budget=0.0, min_runs=BOUND_RUNS))  # a warm-up, then a loop
         report(f"{manifest['runtime']} ({manifest.get('model_id', path)})", spent, wall, len(pixels), bound)
         print(f"\nint8 bound: MatMulInteger {BOUND_N}^3, {len(bound.times)} runs right after: {bound.gops:.0f} G ops/s")
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f}")
-
-
-def _bound_times(bound: Int8Bound, runs: int = 20) -> list[float]:
-    bound.call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        bound.call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ CACHE_COMPLETE = ".clip-search-complete"  # written last: an entry without it is
 
 def model_cache_root() -> Path | None:
     """The model cache folder, or None when CLIP_SEARCH_MODEL_CACHE says off."""
-    value = settings.current().model_cache
-    if value.lower() in ("off", "0", "no", "false"):
+    value = settings.current().model_cache  # None: off
+    if value is None:
         return None
     if value:
         return Path(value).expanduser()

@@ -88,6 +88,12 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _folder_or_off(raw: str) -> str | None:
+    """A folder, or None for one of the words that say no (FALSE_WORDS)."""
+    value = raw.strip()
+    return None if value.lower() in FALSE_WORDS else value
+
+
 @dataclasses.dataclass(frozen=True)
 class Variable:
     name: str          # the environment variable
@@ -143,10 +149,10 @@ VARIABLES: tuple[Variable, ...] = (
              "from; empty = the folders the indexed products' images are in"),
     Variable("CLIP_SEARCH_PRESIGN_SECONDS", "presign_seconds", _int(1, 604800), 900,
              "search app: lifetime of the presigned URLs s3:// product images redirect to"),
-    Variable("CLIP_SEARCH_MODEL_CACHE", "model_cache", _text, "",
+    Variable("CLIP_SEARCH_MODEL_CACHE", "model_cache", _folder_or_off, "",
              "where commands keep a model.tar.gz extracted, reused while the file is unchanged (the "
              "4 most recently used); empty = $XDG_CACHE_HOME/clip-search/models or "
-             "~/.cache/clip-search/models; off = extract into a temporary folder every time"),
+             "~/.cache/clip-search/models; off (or 0/no/false) = extract into a temporary folder every time"),
     Variable("CLIP_SEARCH_CALIBRATION_DIR", "calibration_dir", _text, "",
              "packaging: photos + titles for the accuracy guard"),
     Variable("CLIP_SEARCH_DEMO_DATA", "demo_data", _text, "",

@@ -100,18 +100,15 @@ def _schemas_built_on_first_use():
         yield
         return
     config = BaseModel.model_config
-    before = config.get("defer_build", _ABSENT)
+    had, before = "defer_build" in config, config.get("defer_build")
     config["defer_build"] = True
     try:
         yield
     finally:
-        if before is _ABSENT:
-            config.pop("defer_build", None)
-        else:
+        if had:
             config["defer_build"] = before
-
-
-_ABSENT = object()
+        else:
+            del config["defer_build"]
 
 
 def load():
